@@ -19,4 +19,5 @@
 pub mod cbor;
 pub mod envelope;
 // pub mod job;
+pub mod prescription;
 // pub mod trust;
