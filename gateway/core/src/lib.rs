@@ -20,4 +20,4 @@ pub mod cbor;
 pub mod envelope;
 // pub mod job;
 pub mod prescription;
-// pub mod trust;
+pub mod trust;
