@@ -14,7 +14,12 @@ fn spec(keys: &[&SoftwareKey], threshold: u32) -> RoleSpec {
     RoleSpec { keyids, threshold }
 }
 
-fn root(version: u64, root_keys: &[&SoftwareKey], threshold: u32, jobs: &[&SoftwareKey]) -> TrustRoot {
+fn root(
+    version: u64,
+    root_keys: &[&SoftwareKey],
+    threshold: u32,
+    jobs: &[&SoftwareKey],
+) -> TrustRoot {
     let mut keys = BTreeMap::new();
     for k in root_keys.iter().chain(jobs) {
         let p = k.public_key();
@@ -55,7 +60,10 @@ fn pins_a_self_signed_root() {
     let (a, b, j) = (key(1), key(2), key(9));
     let r = root(1, &[&a, &b], 2, &[&j]);
     let trusted = TrustedRoot::pin(&signed(&r, &[&a, &b]), NOW).unwrap();
-    assert_eq!(trusted.role_keys(Role::Jobs)[0].key_id(), j.public_key().key_id());
+    assert_eq!(
+        trusted.role_keys(Role::Jobs)[0].key_id(),
+        j.public_key().key_id()
+    );
 }
 
 #[test]
@@ -65,7 +73,10 @@ fn refuses_root_below_its_own_threshold() {
     let err = TrustedRoot::pin(&signed(&r, &[&a]), NOW).unwrap_err();
     assert_eq!(
         err,
-        TrustError::Envelope(EnvelopeError::BelowThreshold { valid: 1, threshold: 2 })
+        TrustError::Envelope(EnvelopeError::BelowThreshold {
+            valid: 1,
+            threshold: 2
+        })
     );
 }
 
@@ -86,7 +97,11 @@ fn refuses_threshold_larger_than_role() {
     let r = root(1, &[&a], 2, &[&j]);
     assert_eq!(
         TrustedRoot::pin(&signed(&r, &[&a]), NOW).unwrap_err(),
-        TrustError::BadThreshold { role: "root", threshold: 2, keys: 1 }
+        TrustError::BadThreshold {
+            role: "root",
+            threshold: 2,
+            keys: 1
+        }
     );
 }
 
@@ -113,12 +128,17 @@ fn rotation_needs_old_and_new_root_thresholds() {
     // Signed only by the new keys: the old root never agreed.
     assert_eq!(
         v1.rotate(&signed(&v2, &[&b, &c]), NOW).unwrap_err(),
-        TrustError::Envelope(EnvelopeError::UnknownKey { key_id: Some(b.public_key().key_id()) })
+        TrustError::Envelope(EnvelopeError::UnknownKey {
+            key_id: Some(b.public_key().key_id())
+        })
     );
     // Signed by the old key and one new key: below the new threshold.
     assert_eq!(
         v1.rotate(&signed(&v2, &[&a, &b]), NOW).unwrap_err(),
-        TrustError::Envelope(EnvelopeError::BelowThreshold { valid: 1, threshold: 2 })
+        TrustError::Envelope(EnvelopeError::BelowThreshold {
+            valid: 1,
+            threshold: 2
+        })
     );
     let v2t = v1.rotate(&signed(&v2, &[&a, &b, &c]), NOW).unwrap();
     assert_eq!(v2t.metadata().version, 2);
@@ -130,7 +150,8 @@ fn rotation_refuses_rollback_and_skips() {
     let v1 = TrustedRoot::pin(&signed(&root(5, &[&a], 1, &[&j]), &[&a]), NOW).unwrap();
     for v in [4, 5, 7] {
         assert_eq!(
-            v1.rotate(&signed(&root(v, &[&a], 1, &[&j]), &[&a]), NOW).unwrap_err(),
+            v1.rotate(&signed(&root(v, &[&a], 1, &[&j]), &[&a]), NOW)
+                .unwrap_err(),
             TrustError::VersionNotNext { current: 5, new: v }
         );
     }
