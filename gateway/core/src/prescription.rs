@@ -174,6 +174,12 @@ impl Prescription {
         Ok(())
     }
 
+    /// Checks that `value` is a valid identifier (1–64 of `A–Z a–z 0–9 . _ -`), for ids that
+    /// other tools accept (gateway ids, hub ids).
+    pub fn check_identifier(field: &'static str, value: &str) -> Result<(), PrescriptionError> {
+        check_id(field, value)
+    }
+
     /// The lowest and highest dose per unit the tolerance allows, mg.
     pub fn dose_window_mg(&self) -> (f64, f64) {
         let delta = self.dose_mg * self.tolerance_pct / 100.0;
