@@ -24,7 +24,7 @@
 pub mod attest;
 pub mod cbor;
 pub mod envelope;
+pub mod job;
 pub mod ledger;
-// pub mod job;
 pub mod prescription;
-// pub mod trust;
+pub mod trust;
