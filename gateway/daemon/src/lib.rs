@@ -5,5 +5,7 @@
 //! code.
 
 pub mod cmd;
+pub mod ledger;
 pub mod policy_file;
+pub mod store;
 pub mod verify;

@@ -21,12 +21,15 @@ struct Cli {
 enum Command {
     /// Verify a signed job as the gateway would (exit 0 accept, 1 reject, 2 error).
     CheckJob(cmd::check_job::Args),
+    /// Verify, recover or exercise the signed, hash-chained release ledger.
+    Ledger(cmd::ledger::Args),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::CheckJob(args) => cmd::check_job::run(args),
+        Command::Ledger(args) => cmd::ledger::run(args),
     };
     match result {
         Ok(code) => code,

@@ -168,6 +168,33 @@ pub enum Fault {
     TooManyJobs,
 }
 
+impl Fault {
+    /// A stable, machine-readable code for this fault (CLI `--json`, hub reports).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Truncated => "truncated",
+            Self::Malformed(_) => "malformed",
+            Self::Signature(_) => "bad-signature",
+            Self::Seq { .. } => "out-of-sequence",
+            Self::Prev { .. } => "chain-broken",
+            Self::Gateway { .. } => "foreign-gateway",
+            Self::FirstNotStart => "first-not-start",
+            Self::BadStartBody => "bad-start-body",
+            Self::KeyChanged { .. } => "key-changed",
+            Self::Counter { .. } => "counter",
+            Self::Insecure => "insecure",
+            Self::ModeMismatch { .. } => "mode-mismatch",
+            Self::MissingQuote => "missing-quote",
+            Self::Quote(_) => "bad-quote",
+            Self::Measurement(_) => "measurement",
+            Self::ClockWentBack { .. } => "clock-went-back",
+            Self::Transition { .. } => "illegal-transition",
+            Self::JobId { .. } => "job-id",
+            Self::TooManyJobs => "too-many-jobs",
+        }
+    }
+}
+
 impl JobStage {
     /// The kebab-case name.
     pub fn as_str(self) -> &'static str {
@@ -238,7 +265,7 @@ impl VerifiedLedger {
     pub fn insecure_records(&self) -> u64 {
         self.insecure_records
     }
-    /// Records covered by the last checkpoint's quote (all records before it).
+    /// Records up to and including the last checkpoint (covered by its quote and signature).
     pub fn covered_by_checkpoint(&self) -> u64 {
         self.covered
     }
@@ -362,7 +389,7 @@ impl Verifier {
                     self.check_quote(payload)?;
                 }
                 self.state.checkpoints += 1;
-                self.state.covered = head.next_seq;
+                self.state.covered = head.next_seq + 1;
             }
         }
         if record.insecure() {

@@ -154,7 +154,7 @@ fn well_formed_ledger_verifies_with_pinned_and_with_declared_keys() {
     assert_eq!(v.records(), 15);
     assert_eq!(v.checkpoints(), 2);
     assert_eq!(v.insecure_records(), 0);
-    assert_eq!(v.covered_by_checkpoint(), 14);
+    assert_eq!(v.covered_by_checkpoint(), 15);
     assert!(v.keys_pinned());
     assert_eq!(v.jobs().get("job-2"), Some(&JobStage::Released));
     let declared = verify(&records, LedgerTrust::default()).unwrap();
