@@ -16,6 +16,8 @@ use std::fs::{self, File, OpenOptions};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
+use dosegate_core::attest::EventLog;
+use dosegate_core::cbor;
 use dosegate_core::ledger::frame::{self, Tail};
 
 /// Default size at which a new segment is started.
@@ -68,6 +70,15 @@ pub enum StoreError {
         path: PathBuf,
         /// The cap.
         max: u64,
+    },
+    /// The event-log file is not valid CBOR.
+    #[error("event log {} is invalid: {source}", path.display())]
+    EventLog {
+        /// The file.
+        path: PathBuf,
+        /// The decoding error.
+        #[source]
+        source: dosegate_core::cbor::CborError,
     },
     /// A record is larger than a frame may hold.
     #[error("record of {len} bytes is too large to append")]
@@ -314,6 +325,47 @@ fn sync_dir(dir: &Path) -> Result<(), StoreError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(io("fsync directory", dir))
+}
+
+/// Largest event-log file read.
+pub const MAX_EVENT_LOG_BYTES: u64 = 1024 * 1024;
+
+/// Reads the application PCR's event log (CBOR); a missing file is an empty log.
+pub fn load_event_log(path: &Path) -> Result<EventLog, StoreError> {
+    if !path.exists() {
+        return Ok(EventLog::default());
+    }
+    let len = fs::metadata(path).map_err(io("stat", path))?.len();
+    if len > MAX_EVENT_LOG_BYTES {
+        return Err(StoreError::TooLarge {
+            path: path.to_owned(),
+            max: MAX_EVENT_LOG_BYTES,
+        });
+    }
+    let bytes = fs::read(path).map_err(io("read", path))?;
+    cbor::from_slice(&bytes, MAX_EVENT_LOG_BYTES as usize).map_err(|source| StoreError::EventLog {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Writes the event log atomically (temporary file, fsync, rename, fsync directory).
+pub fn save_event_log(path: &Path, log: &EventLog) -> Result<(), StoreError> {
+    let bytes = cbor::to_vec(log).map_err(|source| StoreError::EventLog {
+        path: path.to_owned(),
+        source,
+    })?;
+    let tmp = path.with_extension("tmp");
+    {
+        let mut file = File::create(&tmp).map_err(io("create", &tmp))?;
+        file.write_all(&bytes).map_err(io("write", &tmp))?;
+        file.sync_all().map_err(io("fsync", &tmp))?;
+    }
+    fs::rename(&tmp, path).map_err(io("rename", path))?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        sync_dir(dir)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

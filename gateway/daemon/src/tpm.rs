@@ -492,7 +492,11 @@ impl Tpm {
     pub fn read_pcr(&self) -> Result<[u8; 32], TpmError> {
         let selection = self.selection()?;
         let mut inner = self.lock()?;
-        let (_, _, digests) = inner.ctx.pcr_read(selection).map_err(cmd("read PCR"))?;
+        // PCR_Read takes no authorisation and has no sized first parameter to encrypt.
+        let (_, _, digests) = inner
+            .ctx
+            .execute_without_session(|c| c.pcr_read(selection))
+            .map_err(cmd("read PCR"))?;
         let value = digests.value().first().ok_or(TpmError::Unexpected {
             what: "empty PCR read",
         })?;

@@ -22,6 +22,7 @@ use serde_json::json;
 
 use crate::ledger::{GatewayKeys, InsecureIdentity, Ledger, LedgerOptions};
 use crate::store::{self, StoreError, WritePattern};
+use crate::tpm::{Handles, Tpm, TpmConfig};
 
 /// Ledger commands.
 #[derive(Debug, clap::Args)]
@@ -116,6 +117,16 @@ pub struct ExerciseArgs {
     /// The gateway id.
     #[arg(long, value_name = "ID")]
     gateway_id: String,
+    /// Sign, count and quote with the TPM at this TCTI (e.g. `device:/dev/tpmrm0`,
+    /// `swtpm:host=127.0.0.1,port=2321`).
+    #[arg(long, value_name = "TCTI", conflicts_with = "insecure_dev_key")]
+    tpm: Option<String>,
+    /// The application PCR (with --tpm).
+    #[arg(long, value_name = "PCR", default_value_t = DEFAULT_APP_PCR)]
+    app_pcr: u8,
+    /// The application PCR's event log, kept across restarts (with --tpm).
+    #[arg(long, value_name = "FILE", requires = "tpm")]
+    event_log: Option<PathBuf>,
     /// INSECURE: sign with a software key kept in this file (created if missing).
     #[arg(long, value_name = "FILE")]
     insecure_dev_key: Option<PathBuf>,
@@ -367,8 +378,34 @@ fn now_ms() -> u64 {
 }
 
 fn exercise(args: &ExerciseArgs) -> Result<ExitCode> {
+    if let Some(tcti) = &args.tpm {
+        let tpm = Tpm::open(&TpmConfig {
+            tcti: tcti.clone(),
+            app_pcr: args.app_pcr,
+            handles: Handles::default(),
+        })
+        .context("cannot open the TPM")?;
+        let log_path = args
+            .event_log
+            .clone()
+            .unwrap_or_else(|| args.dir.with_extension("app-pcr.log"));
+        let stored = store::load_event_log(&log_path)?;
+        let mut log = tpm
+            .adopt_log(stored)
+            .context("the event log does not match the TPM")?;
+        // Measure this binary: logged (and fsync'd) first, then extended.
+        let exe = std::env::current_exe().context("cannot find this binary")?;
+        let bytes =
+            std::fs::read(&exe).with_context(|| format!("cannot read {}", exe.display()))?;
+        let m = tpm.measurement(Component::Binary, &bytes);
+        log.0.push(m.clone());
+        store::save_event_log(&log_path, &log)?;
+        tpm.extend(&m)
+            .context("cannot extend the application PCR")?;
+        return run_exercise(args, &tpm);
+    }
     let Some(key_path) = &args.insecure_dev_key else {
-        bail!("exercise needs a signing identity: --insecure-dev-key FILE");
+        bail!("exercise needs a signing identity: --tpm TCTI or --insecure-dev-key FILE");
     };
     let identity = InsecureIdentity::new(load_or_create_dev_key(key_path)?);
     run_exercise(args, &identity)
