@@ -328,7 +328,7 @@ fn sync_dir(dir: &Path) -> Result<(), StoreError> {
 }
 
 /// Largest event-log file read.
-pub const MAX_EVENT_LOG_BYTES: u64 = 1024 * 1024;
+pub const MAX_EVENT_LOG_BYTES: usize = 1024 * 1024;
 
 /// Reads the application PCR's event log (CBOR); a missing file is an empty log.
 pub fn load_event_log(path: &Path) -> Result<EventLog, StoreError> {
@@ -336,14 +336,14 @@ pub fn load_event_log(path: &Path) -> Result<EventLog, StoreError> {
         return Ok(EventLog::default());
     }
     let len = fs::metadata(path).map_err(io("stat", path))?.len();
-    if len > MAX_EVENT_LOG_BYTES {
+    if len > MAX_EVENT_LOG_BYTES as u64 {
         return Err(StoreError::TooLarge {
             path: path.to_owned(),
-            max: MAX_EVENT_LOG_BYTES,
+            max: MAX_EVENT_LOG_BYTES as u64,
         });
     }
     let bytes = fs::read(path).map_err(io("read", path))?;
-    cbor::from_slice(&bytes, MAX_EVENT_LOG_BYTES as usize).map_err(|source| StoreError::EventLog {
+    cbor::from_slice(&bytes, MAX_EVENT_LOG_BYTES).map_err(|source| StoreError::EventLog {
         path: path.to_owned(),
         source,
     })

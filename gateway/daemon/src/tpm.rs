@@ -24,9 +24,9 @@ use tss_esapi::Context;
 use tss_esapi::attributes::{
     NvIndexAttributesBuilder, ObjectAttributesBuilder, SessionAttributesBuilder,
 };
-use tss_esapi::constants::SessionType;
 use tss_esapi::constants::nv_index_type::NvIndexType;
 use tss_esapi::constants::tss::{TPM2_RH_NULL, TPM2_ST_HASHCHECK};
+use tss_esapi::constants::{CapabilityType, SessionType};
 use tss_esapi::handles::{
     KeyHandle, NvIndexHandle, NvIndexTpmHandle, ObjectHandle, PcrHandle, PersistentTpmHandle,
     SessionHandle, TpmHandle,
@@ -37,14 +37,14 @@ use tss_esapi::interface_types::ecc::EccCurve;
 use tss_esapi::interface_types::resource_handles::{Hierarchy, NvAuth, Provision};
 use tss_esapi::interface_types::session_handles::{AuthSession, PolicySession};
 use tss_esapi::structures::{
-    Data, Digest, DigestValues, EccPoint, EccScheme, HashScheme, HashcheckTicket, KeyedHashScheme,
-    NvPublicBuilder, PcrSelectionList, PcrSelectionListBuilder, PcrSlot, Private, Public,
-    PublicBuilder, PublicEccParametersBuilder, PublicKeyedHashParameters, SensitiveData, Signature,
-    SignatureScheme, SymmetricDefinition, SymmetricDefinitionObject,
+    CapabilityData, Data, Digest, DigestValues, EccPoint, EccScheme, HashScheme, HashcheckTicket,
+    KeyedHashScheme, NvPublicBuilder, PcrSelectionList, PcrSelectionListBuilder, PcrSlot, Private,
+    Public, PublicBuilder, PublicEccParametersBuilder, PublicKeyedHashParameters, SensitiveData,
+    Signature, SignatureScheme, SymmetricDefinition, SymmetricDefinitionObject,
 };
 use tss_esapi::tcti_ldr::TctiNameConf;
 use tss_esapi::traits::Marshall as _;
-use tss_esapi::tss2_esys::TPMT_TK_HASHCHECK;
+use tss_esapi::tss2_esys::{TPM2B_DIGEST, TPMT_TK_HASHCHECK};
 
 /// Where our objects live in the TPM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -319,10 +319,13 @@ impl Inner {
         create: impl FnOnce(&mut Context) -> Result<KeyHandle, TpmError>,
     ) -> Result<KeyHandle, TpmError> {
         let tpm_handle = PersistentTpmHandle::new(handle).map_err(cmd("persistent handle"))?;
-        let existing = self.ctx.execute_without_session(|ctx| {
-            ctx.tr_from_tpm_public(TpmHandle::Persistent(tpm_handle))
-        });
-        if let Ok(object) = existing {
+        if handle_exists(&mut self.ctx, handle) {
+            let object = self
+                .ctx
+                .execute_without_session(|ctx| {
+                    ctx.tr_from_tpm_public(TpmHandle::Persistent(tpm_handle))
+                })
+                .map_err(cmd("open persistent key"))?;
             return Ok(KeyHandle::from(object));
         }
         let transient = create(&mut self.ctx)?;
@@ -355,32 +358,7 @@ impl Tpm {
         })?;
         let h = config.handles;
 
-        // The SRK first, under a password session (owner auth is empty on a provisioned box),
-        // so that the salted session can be bound to it.
-        let srk_handle = PersistentTpmHandle::new(h.srk).map_err(cmd("persistent handle"))?;
-        let srk = match ctx
-            .execute_without_session(|c| c.tr_from_tpm_public(TpmHandle::Persistent(srk_handle)))
-        {
-            Ok(object) => KeyHandle::from(object),
-            Err(_) => {
-                let template = srk_template()?;
-                ctx.execute_with_session(Some(AuthSession::Password), |c| {
-                    let primary = c
-                        .create_primary(Hierarchy::Owner, template, None, None, None, None)
-                        .map_err(cmd("create SRK"))?;
-                    let persisted = c
-                        .evict_control(
-                            Provision::Owner,
-                            ObjectHandle::from(primary.key_handle),
-                            Persistent::Persistent(srk_handle),
-                        )
-                        .map_err(cmd("persist SRK"))?;
-                    c.flush_context(ObjectHandle::from(primary.key_handle))
-                        .map_err(cmd("flush SRK"))?;
-                    Ok::<_, TpmError>(KeyHandle::from(persisted))
-                })?
-            }
-        };
+        let srk = open_srk(&mut ctx, h.srk)?;
         let session = ctx
             .start_auth_session(
                 Some(srk),
@@ -589,7 +567,7 @@ impl Tpm {
         let validation = HashcheckTicket::try_from(TPMT_TK_HASHCHECK {
             tag: TPM2_ST_HASHCHECK,
             hierarchy: TPM2_RH_NULL,
-            digest: Default::default(),
+            digest: TPM2B_DIGEST::default(),
         })
         .map_err(cmd("hashcheck ticket"))?;
         let digest = Digest::try_from(digest.to_vec()).map_err(cmd("digest"))?;
@@ -731,11 +709,51 @@ impl Tpm {
     }
 }
 
+/// Loads the persistent SRK, or creates and persists it under a password session (owner auth is
+/// empty on a provisioned box), so that the salted session can be bound to it.
+fn open_srk(ctx: &mut Context, handle: u32) -> Result<KeyHandle, TpmError> {
+    let srk_handle = PersistentTpmHandle::new(handle).map_err(cmd("persistent handle"))?;
+    if handle_exists(ctx, handle) {
+        let object = ctx
+            .execute_without_session(|c| c.tr_from_tpm_public(TpmHandle::Persistent(srk_handle)))
+            .map_err(cmd("open SRK"))?;
+        Ok(KeyHandle::from(object))
+    } else {
+        let template = srk_template()?;
+        ctx.execute_with_session(Some(AuthSession::Password), |c| {
+            let primary = c
+                .create_primary(Hierarchy::Owner, template, None, None, None, None)
+                .map_err(cmd("create SRK"))?;
+            let persisted = c
+                .evict_control(
+                    Provision::Owner,
+                    ObjectHandle::from(primary.key_handle),
+                    Persistent::Persistent(srk_handle),
+                )
+                .map_err(cmd("persist SRK"))?;
+            c.flush_context(ObjectHandle::from(primary.key_handle))
+                .map_err(cmd("flush SRK"))?;
+            Ok::<_, TpmError>(KeyHandle::from(persisted))
+        })
+    }
+}
+
+/// Whether a persistent object or NV index exists (asked first, so that looking up a handle on a
+/// fresh TPM does not make the TSS log errors).
+fn handle_exists(ctx: &mut Context, handle: u32) -> bool {
+    ctx.execute_without_session(|c| c.get_capability(CapabilityType::Handles, handle, 1))
+        .is_ok_and(|(data, _)| match data {
+            CapabilityData::Handles(list) => list.iter().any(|h| u32::from(*h) == handle),
+            _ => false,
+        })
+}
+
 fn open_counter(ctx: &mut Context, index: u32) -> Result<NvIndexHandle, TpmError> {
     let nv_index = NvIndexTpmHandle::new(index).map_err(cmd("NV index"))?;
-    if let Ok(object) =
-        ctx.execute_without_session(|c| c.tr_from_tpm_public(TpmHandle::NvIndex(nv_index)))
-    {
+    if handle_exists(ctx, index) {
+        let object = ctx
+            .execute_without_session(|c| c.tr_from_tpm_public(TpmHandle::NvIndex(nv_index)))
+            .map_err(cmd("open NV counter"))?;
         return Ok(NvIndexHandle::from(object));
     }
     let attributes = NvIndexAttributesBuilder::new()

@@ -16,7 +16,7 @@ use dosegate::ledger::{GatewayKeys, Ledger, LedgerOptions};
 use dosegate::store;
 use dosegate::tpm::{Handles, Tpm, TpmConfig, TpmError};
 use dosegate_core::attest::quote::{ALG_SHA256, QuoteExpectation, verify_quote};
-use dosegate_core::attest::{Component, GoldenValues, PcrSelection, QuoteError};
+use dosegate_core::attest::{Component, EventLog, GoldenValues, PcrSelection, QuoteError};
 use dosegate_core::envelope::Signer as _;
 use dosegate_core::ledger::verify::verify_records;
 use dosegate_core::ledger::{Event, EventKind, Fault, LedgerTrust, Quoter as _};
@@ -153,7 +153,7 @@ fn keys_are_p256_and_the_event_key_signs_verifiably() {
 fn quote_verifies_against_the_replayed_log_and_tampering_is_refused() {
     let Some(swtpm) = Swtpm::start() else { return };
     let tpm = swtpm.open();
-    tpm.adopt_log(Default::default()).unwrap();
+    tpm.adopt_log(EventLog::default()).unwrap();
     measure_all(&tpm);
     let log = tpm.log();
     let pcr_value = log.replay(PCR).unwrap();
@@ -281,7 +281,7 @@ fn restart_keeps_identity_and_counter() {
 fn ledger_signed_by_the_tpm_verifies_with_quotes_and_tampering_is_found() {
     let Some(swtpm) = Swtpm::start() else { return };
     let tpm = swtpm.open();
-    tpm.adopt_log(Default::default()).unwrap();
+    tpm.adopt_log(EventLog::default()).unwrap();
     measure_all(&tpm);
     let dir = tempfile::tempdir().unwrap();
     {
@@ -370,11 +370,12 @@ fn tpm_signed_writer_killed_at_random_points_keeps_every_returned_append() {
     let root = tempfile::tempdir().unwrap();
     let dir = root.path().join("ledger");
     let log = root.path().join("app-pcr.log");
-    let mut seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
-        | 1;
+    let mut seed = u64::from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos(),
+    ) | 1;
     eprintln!("swtpm crash subset seed {seed}");
     for _ in 0..50 {
         seed ^= seed << 13;

@@ -1,6 +1,7 @@
 //! Store tests: torn tails cut at every byte, damage, segments.
 
 use super::*;
+use dosegate_core::attest::EventLog;
 use dosegate_core::cbor;
 use dosegate_core::envelope::{Signer, SoftwareKey};
 use dosegate_core::ledger::verify::verify_records;
@@ -25,7 +26,7 @@ fn records(n: usize) -> Vec<Vec<u8>> {
     out.push(s.bytes().to_vec());
     while out.len() < n {
         let s = chain
-            .seal_checkpoint(1, chain.head().counter + 1, Default::default(), None, &key)
+            .seal_checkpoint(1, chain.head().counter + 1, EventLog::default(), None, &key)
             .unwrap();
         chain.commit(&s).unwrap();
         out.push(s.bytes().to_vec());
