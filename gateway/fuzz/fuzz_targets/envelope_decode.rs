@@ -2,14 +2,19 @@
 //! nothing verifies against a key that did not sign it.
 #![no_main]
 
-use dosegate_core::envelope::{self, ContentType, RoleKeys, SoftwareKey, Signer};
+use std::sync::LazyLock;
+
+use dosegate_core::envelope::{self, ContentType, PublicKey, RoleKeys, Signer, SoftwareKey};
 use libfuzzer_sys::fuzz_target;
 
+static KEYS: LazyLock<[PublicKey; 1]> = LazyLock::new(|| {
+    [SoftwareKey::from_bytes(&[7u8; 32]).expect("fixed key").public_key()]
+});
+
 fuzz_target!(|data: &[u8]| {
-    let key = SoftwareKey::from_bytes(&[7u8; 32]).expect("fixed key");
-    let keys = [key.public_key()];
+    let keys = &*KEYS;
     if let Ok(env) = envelope::decode(data, ContentType::Job, 1 << 20) {
         let _ = env.signer_ids();
-        let _ = env.verify(&RoleKeys { keys: &keys, threshold: 1 });
+        let _ = env.verify(&RoleKeys { keys, threshold: 1 });
     }
 });
