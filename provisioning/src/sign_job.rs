@@ -141,52 +141,9 @@ pub fn sign_job(home: &HubHome, req: &SignJobRequest, out: &Path) -> Result<Sign
         );
     }
     let seq = home.next_seq(&req.gateway_id)?;
-    let gcode_sha256: [u8; 32] = Sha256::digest(&gcode).into();
-    let job_id = req.job_id.clone().unwrap_or_else(|| {
-        format!(
-            "{}-{seq:06}-{}",
-            req.gateway_id,
-            &hex::encode(gcode_sha256)[..8]
-        )
-    });
-    let payload = if req.compress {
-        GcodePayload {
-            bytes: ruzstd::encoding::compress_to_vec(
-                &gcode[..],
-                ruzstd::encoding::CompressionLevel::Fastest,
-            )
-            .into(),
-            encoding: GcodeEncoding::Zstd,
-        }
-    } else {
-        GcodePayload {
-            bytes: gcode.into(),
-            encoding: GcodeEncoding::Identity,
-        }
-    };
-    let job = Job {
-        seq,
-        gcode: payload,
-        job_id: job_id.clone(),
-        models: rx.models.clone(),
-        policy: JobPolicy {
-            id: policy.id.clone(),
-            sha256: policy.sha256(),
-            version: policy.version,
-        },
-        issued_at: req.now,
-        expires_at: req.now.saturating_add(req.valid_for_s),
-        gateway_id: req.gateway_id.clone(),
-        formulation: rx.formulation.clone(),
-        prescription: JobPrescription {
-            units: rx.units,
-            dose_mg: rx.dose_mg,
-            product: rx.product.clone(),
-            patient_ref: rx.patient_ref.clone(),
-            gcode_sha256,
-            tolerance_pct: rx.tolerance_pct,
-        },
-    };
+    let job = build_job(req, &rx, &policy, gcode, seq);
+    let job_id = job.job_id.clone();
+    let gcode_sha256 = job.prescription.gcode_sha256;
     let signers: Vec<&dyn Signer> = keys
         .iter()
         .take(threshold)
@@ -212,4 +169,59 @@ pub fn sign_job(home: &HubHome, req: &SignJobRequest, out: &Path) -> Result<Sign
             .collect(),
         expires_at: job.expires_at,
     })
+}
+
+fn build_job(
+    req: &SignJobRequest,
+    rx: &Prescription,
+    policy: &PolicyFile,
+    gcode: Vec<u8>,
+    seq: u64,
+) -> Job {
+    let gcode_sha256: [u8; 32] = Sha256::digest(&gcode).into();
+    let job_id = req.job_id.clone().unwrap_or_else(|| {
+        format!(
+            "{}-{seq:06}-{}",
+            req.gateway_id,
+            &hex::encode(gcode_sha256)[..8]
+        )
+    });
+    let payload = if req.compress {
+        GcodePayload {
+            bytes: ruzstd::encoding::compress_to_vec(
+                &gcode[..],
+                ruzstd::encoding::CompressionLevel::Fastest,
+            )
+            .into(),
+            encoding: GcodeEncoding::Zstd,
+        }
+    } else {
+        GcodePayload {
+            bytes: gcode.into(),
+            encoding: GcodeEncoding::Identity,
+        }
+    };
+    Job {
+        seq,
+        gcode: payload,
+        job_id: job_id.clone(),
+        models: rx.models.clone(),
+        policy: JobPolicy {
+            id: policy.id.clone(),
+            sha256: policy.sha256(),
+            version: policy.version,
+        },
+        issued_at: req.now,
+        expires_at: req.now.saturating_add(req.valid_for_s),
+        gateway_id: req.gateway_id.clone(),
+        formulation: rx.formulation.clone(),
+        prescription: JobPrescription {
+            units: rx.units,
+            dose_mg: rx.dose_mg,
+            product: rx.product.clone(),
+            patient_ref: rx.patient_ref.clone(),
+            gcode_sha256,
+            tolerance_pct: rx.tolerance_pct,
+        },
+    }
 }

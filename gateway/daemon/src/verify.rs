@@ -44,7 +44,7 @@ fn job_summary(a: &AuthenticJob) -> Value {
         "gcode_bytes": a.gcode().len(),
         "policy": { "id": j.policy.id, "version": j.policy.version, "sha256": hex::encode(j.policy.sha256) },
         "models": j.models,
-        "signers": a.signers().iter().map(|k| k.to_hex()).collect::<Vec<_>>(),
+        "signers": a.signers().iter().map(dosegate_core::envelope::KeyId::to_hex).collect::<Vec<_>>(),
     })
 }
 
