@@ -2,17 +2,29 @@
 //!
 //! `main` only parses arguments, installs logging and dispatches; the work is in modules.
 
+mod cmd;
+
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 
 /// DoseGate gateway: accepts only hub-signed print jobs, checks them against the product's
 /// validated design space, and records every step in a signed ledger.
 #[derive(Debug, Parser)]
 #[command(name = "dosegate", version, about, long_about = None)]
-struct Cli {}
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    CheckGcode(cmd::check_gcode::Args),
+}
 
 fn main() -> ExitCode {
-    let _cli = Cli::parse();
-    ExitCode::SUCCESS
+    let cli = Cli::parse();
+    match cli.command {
+        Command::CheckGcode(args) => cmd::check_gcode::run(&args),
+    }
 }
