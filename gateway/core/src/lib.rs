@@ -27,4 +27,5 @@ pub mod gcode;
 // pub mod job;
 pub mod policy;
 pub mod prescription;
+pub mod printlet;
 // pub mod trust;
