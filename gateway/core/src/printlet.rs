@@ -151,7 +151,10 @@ impl Shape {
     }
 
     /// The mesh as binary STL.
-    #[expect(clippy::cast_possible_truncation, reason = "STL stores f32 by definition")]
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "STL stores f32 by definition"
+    )]
     pub fn to_stl(self, segments: u32) -> Result<Vec<u8>, ShapeError> {
         let tris = self.triangles(segments)?;
         let mut out = Vec::with_capacity(84 + tris.len() * 50);
@@ -231,15 +234,15 @@ mod tests {
             width: 6.0,
             height: 3.0,
         };
-        assert!(matches!(s.to_stl(64), Err(ShapeError::CapletTooShort { .. })));
+        assert!(matches!(
+            s.to_stl(64),
+            Err(ShapeError::CapletTooShort { .. })
+        ));
         let c = Shape::Cylinder {
             diameter: f64::NAN,
             height: 3.0,
         };
         assert!(matches!(c.to_stl(64), Err(ShapeError::Dimension { .. })));
-        assert_eq!(
-            c.to_stl(3),
-            Err(ShapeError::Segments { segments: 3 })
-        );
+        assert_eq!(c.to_stl(3), Err(ShapeError::Segments { segments: 3 }));
     }
 }
