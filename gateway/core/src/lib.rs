@@ -24,8 +24,8 @@
 pub mod cbor;
 pub mod envelope;
 pub mod gcode;
-// pub mod job;
+pub mod job;
 pub mod policy;
 pub mod prescription;
 pub mod printlet;
-// pub mod trust;
+pub mod trust;

@@ -62,7 +62,7 @@ fn check(file: &str, policy: &str, rx: &str) {
 #[test]
 fn fdm_hctz_printlets_from_prusaslicer_are_accepted_and_measured() {
     check(
-        "hctz-cylinder-7.2x2.6-x2.gcode",
+        "hctz-cylinder-7.2x2.6.gcode",
         "fdm-hctz-printlet",
         "../../provisioning/examples/prescription-hctz.toml",
     );
@@ -85,7 +85,7 @@ fn the_same_slicer_output_is_refused_for_another_dose() {
     );
     rx.dose_mg = 10.0;
     let gcode =
-        fs::read(root().join("tests/data/gcode/slicer/hctz-cylinder-7.2x2.6-x2.gcode")).unwrap();
+        fs::read(root().join("tests/data/gcode/slicer/hctz-cylinder-7.2x2.6.gcode")).unwrap();
     let err = policy::verify_program(&p, &rx, &gcode).unwrap_err();
     assert_eq!(err.report.reasons.len(), 1);
     assert_eq!(

@@ -2,11 +2,11 @@
 //!
 //! `main` only parses arguments, installs logging and dispatches; the work is in modules.
 
-mod cmd;
-
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+use dosegate::cmd;
 
 /// DoseGate gateway: accepts only hub-signed print jobs, checks them against the product's
 /// validated design space, and records every step in a signed ledger.
@@ -19,12 +19,23 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Verify a signed job as the gateway would (exit 0 accept, 1 reject, 2 error).
+    CheckJob(cmd::check_job::Args),
+    /// Check a G-code file against a policy and a prescription (exit 0 accept, 1 reject, 2 error).
     CheckGcode(cmd::check_gcode::Args),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
-        Command::CheckGcode(args) => cmd::check_gcode::run(&args),
+    let result = match &cli.command {
+        Command::CheckJob(args) => cmd::check_job::run(args),
+        Command::CheckGcode(args) => cmd::check_gcode::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("dosegate: error: {e:#}");
+            ExitCode::from(2)
+        }
     }
 }

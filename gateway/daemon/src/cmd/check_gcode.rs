@@ -37,7 +37,7 @@ Exit status:\n  0  accepted\n  1  rejected (reasons printed)\n  \
 2  usage error, unreadable file, or invalid policy/prescription (error code printed:\n     \
 E_READ_GCODE, E_READ_POLICY, E_POLICY_INVALID, E_READ_PRESCRIPTION, E_PRESCRIPTION_INVALID)"
 )]
-pub(crate) struct Args {
+pub struct Args {
     /// The G-code file (`-` for standard input).
     file: PathBuf,
     /// The policy TOML (e.g. policies/fdm-hctz-printlet.toml).
@@ -192,8 +192,13 @@ fn print_human(out: &mut impl Write, policy: &Policy, r: &ProgramReport) -> io::
     Ok(())
 }
 
-/// Runs the command; returns the documented exit code.
-pub(crate) fn run(args: &Args) -> ExitCode {
+/// Runs the command; returns the documented exit code (every failure is reported here, with its
+/// code, so the error path of `main` is never taken).
+pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
+    Ok(run_inner(args))
+}
+
+fn run_inner(args: &Args) -> ExitCode {
     let mut out = io::stdout().lock();
     match check(args) {
         Ok((policy, report)) => {

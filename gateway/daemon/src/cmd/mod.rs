@@ -1,3 +1,4 @@
-//! The operator commands of `dosegate`, one module each; `main` dispatches to them.
+//! One module per operator command. Each exposes `Args` (clap) and `run(args) -> Result<ExitCode>`.
 
-pub(crate) mod check_gcode;
+pub mod check_gcode;
+pub mod check_job;
