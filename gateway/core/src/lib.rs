@@ -23,6 +23,9 @@
 
 pub mod cbor;
 pub mod envelope;
+pub mod gcode;
 pub mod job;
+pub mod policy;
 pub mod prescription;
+pub mod printlet;
 pub mod trust;
