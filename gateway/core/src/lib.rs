@@ -24,7 +24,10 @@
 pub mod attest;
 pub mod cbor;
 pub mod envelope;
+pub mod gcode;
 pub mod job;
 pub mod ledger;
+pub mod policy;
 pub mod prescription;
+pub mod printlet;
 pub mod trust;

@@ -6,7 +6,6 @@
 
 pub mod cmd;
 pub mod ledger;
-pub mod policy_file;
 pub mod store;
 pub mod tpm;
 pub mod verify;
