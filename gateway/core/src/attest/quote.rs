@@ -335,14 +335,20 @@ pub fn marshal_attest(info: &QuoteInfo) -> Vec<u8> {
     );
     for sel in &info.selection {
         out.extend_from_slice(&sel.hash.to_be_bytes());
-        let mut bitmap = [0u8; 3];
+        // A TPM emits at least 3 bytes (PCRs 0–23); PCRs 24–31 need a fourth.
+        let mut bitmap = [0u8; 4];
         for &p in &sel.pcrs {
             if let Some(b) = bitmap.get_mut(usize::from(p / 8)) {
                 *b |= 1 << (p % 8);
             }
         }
-        out.push(3);
-        out.extend_from_slice(&bitmap);
+        let size = if sel.pcrs.iter().any(|&p| p >= 24) {
+            4
+        } else {
+            3
+        };
+        out.push(size);
+        out.extend_from_slice(bitmap.get(..usize::from(size)).unwrap_or(&bitmap));
     }
     push_sized(&mut out, &info.pcr_digest);
     out

@@ -24,6 +24,13 @@ use crate::ledger::{GatewayKeys, InsecureIdentity, Ledger, LedgerOptions};
 use crate::store::{self, StoreError, WritePattern};
 use crate::tpm::{Handles, Tpm, TpmConfig};
 
+/// Prints a line; a closed stdout (`| head`) is not an error worth a panic.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 /// Ledger commands.
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -208,12 +215,12 @@ pub fn load_trust(path: &Path, allow_insecure: bool) -> Result<LedgerTrust> {
 
 fn fail(json: bool, index: u64, code: &str, reason: &str) -> ExitCode {
     if json {
-        println!(
+        say!(
             "{}",
             json!({"ok": false, "index": index, "code": code, "reason": reason})
         );
     } else {
-        println!("ledger does NOT verify: record {index}: {reason} [{code}]");
+        say!("ledger does NOT verify: record {index}: {reason} [{code}]");
     }
     ExitCode::from(1)
 }
@@ -263,7 +270,7 @@ fn verify(args: &VerifyArgs) -> Result<ExitCode> {
     let head = v.head();
     let uncovered = v.records().saturating_sub(v.covered_by_checkpoint());
     if args.json {
-        println!(
+        say!(
             "{}",
             json!({
                 "ok": true,
@@ -281,31 +288,31 @@ fn verify(args: &VerifyArgs) -> Result<ExitCode> {
             })
         );
     } else {
-        println!(
+        say!(
             "ledger verifies: {} records ({} checkpoints, {} jobs) of gateway {}",
             v.records(),
             v.checkpoints(),
             v.jobs().len(),
             v.gateway().unwrap_or("(empty)")
         );
-        println!(
+        say!(
             "  head: next seq {}, hash {}, counter {}",
             head.next_seq,
             hex::encode(head.hash),
             head.counter
         );
         if !v.keys_pinned() {
-            println!(
+            say!(
                 "  WARNING: keys taken from the ledger itself (no --trust): not tied to an enrolled gateway"
             );
         }
         if uncovered > 0 {
-            println!(
+            say!(
                 "  {uncovered} record(s) after the last checkpoint are not yet covered by a TPM quote"
             );
         }
         if v.insecure_records() > 0 {
-            println!(
+            say!(
                 "  INSECURE: {} record(s) signed by a software key in development mode",
                 v.insecure_records()
             );
@@ -321,12 +328,12 @@ fn recover(args: &RecoverArgs) -> Result<ExitCode> {
     match store::Store::open(&args.dir, store::DEFAULT_SEGMENT_BYTES, WritePattern::Whole) {
         Ok((_, records, recovery)) => {
             if args.json {
-                println!(
+                say!(
                     "{}",
                     json!({"ok": true, "records": records.len(), "truncated_bytes": recovery.truncated_bytes})
                 );
             } else {
-                println!(
+                say!(
                     "ledger recovered: {} records kept, {} torn bytes dropped",
                     records.len(),
                     recovery.truncated_bytes
