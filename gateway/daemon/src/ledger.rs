@@ -22,6 +22,7 @@ use dosegate_core::ledger::{
 };
 
 use crate::store::{Recovery, Store, StoreError, WritePattern};
+use crate::tpm::{Tpm, TpmConfig, TpmError};
 
 /// The keys and TPM services the ledger needs.
 pub trait GatewayKeys: Signer {
@@ -85,6 +86,24 @@ impl GatewayKeys for InsecureIdentity {
     }
     fn app_pcr(&self) -> u8 {
         dosegate_core::ledger::verify::DEFAULT_APP_PCR
+    }
+}
+
+/// How the gateway signs. There is no default and no fallback: a gateway configured for the TPM
+/// whose TPM is missing gets an error, never a software key (fail closed).
+#[derive(Debug)]
+pub enum SigningIdentity {
+    /// Keys, counter and quotes in the TPM.
+    Tpm(TpmConfig),
+    /// INSECURE development mode: a software key, explicitly configured.
+    InsecureDevelopment(SoftwareKey),
+}
+
+/// Opens the configured identity.
+pub fn open_identity(choice: SigningIdentity) -> Result<Box<dyn GatewayKeys>, TpmError> {
+    match choice {
+        SigningIdentity::Tpm(config) => Ok(Box::new(Tpm::open(&config)?)),
+        SigningIdentity::InsecureDevelopment(key) => Ok(Box::new(InsecureIdentity::new(key))),
     }
 }
 
@@ -271,5 +290,85 @@ impl<'k> Ledger<'k> {
     /// What recovery did when the ledger was opened.
     pub fn recovery(&self) -> Recovery {
         self.recovery
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dosegate_core::ledger::Fault;
+    use dosegate_core::ledger::verify::verify_records;
+
+    #[test]
+    fn missing_tpm_is_an_error_not_a_software_fallback() {
+        // Nothing listens on port 1: the TPM is absent.
+        let choice = SigningIdentity::Tpm(TpmConfig {
+            tcti: "swtpm:host=127.0.0.1,port=1".into(),
+            app_pcr: 15,
+            handles: crate::tpm::Handles::default(),
+        });
+        let Err(err) = open_identity(choice) else {
+            panic!("a missing TPM must not yield a signer");
+        };
+        assert!(
+            matches!(err, TpmError::Connect { .. } | TpmError::Command { .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn insecure_mode_marks_every_record_and_is_refused_by_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = open_identity(SigningIdentity::InsecureDevelopment(
+            SoftwareKey::from_bytes(&[4; 32]).unwrap(),
+        ))
+        .unwrap();
+        let mut ledger = Ledger::open(
+            dir.path(),
+            "dev-gw",
+            keys.as_ref(),
+            LedgerOptions::default(),
+            1,
+        )
+        .unwrap();
+        let event = Event {
+            job: Some("j".into()),
+            body: Vec::new(),
+            kind: EventKind::Received,
+        };
+        ledger.record(event, 2).unwrap();
+        ledger.checkpoint(3).unwrap();
+        drop(ledger);
+        let records = crate::store::read_dir(dir.path()).unwrap().records;
+        let err =
+            verify_records(records.iter().map(Vec::as_slice), LedgerTrust::default()).unwrap_err();
+        assert_eq!((err.index, err.fault), (0, Fault::Insecure));
+        let v = verify_records(
+            records.iter().map(Vec::as_slice),
+            LedgerTrust {
+                allow_insecure: true,
+                ..LedgerTrust::default()
+            },
+        )
+        .unwrap();
+        // start, insecure-mode, received, checkpoint: every one marked.
+        assert_eq!(v.insecure_records(), 4);
+        assert_eq!(v.records(), 4);
+    }
+
+    #[test]
+    fn reopening_resumes_the_chain_and_refuses_a_foreign_ledger() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = InsecureIdentity::new(SoftwareKey::from_bytes(&[4; 32]).unwrap());
+        drop(Ledger::open(dir.path(), "gw", &a, LedgerOptions::default(), 1).unwrap());
+        let again = Ledger::open(dir.path(), "gw", &a, LedgerOptions::default(), 2).unwrap();
+        assert_eq!(again.head().next_seq, 4);
+        drop(again);
+        // Another key cannot continue this ledger.
+        let b = InsecureIdentity::new(SoftwareKey::from_bytes(&[5; 32]).unwrap());
+        assert!(matches!(
+            Ledger::open(dir.path(), "gw", &b, LedgerOptions::default(), 3),
+            Err(LedgerServiceError::Verify(_))
+        ));
     }
 }
