@@ -14,7 +14,7 @@
 
 use std::path::Path;
 
-use dosegate_core::attest::EventLog;
+use dosegate_core::attest::{Component, EventLog};
 use dosegate_core::envelope::{PublicKey, SignError, Signer, SoftwareKey};
 use dosegate_core::ledger::{
     Chain, ChainError, ChainHead, Event, EventKind, JobStage, LedgerError, LedgerTrust, Quoter,
@@ -105,6 +105,37 @@ pub fn open_identity(choice: SigningIdentity) -> Result<Box<dyn GatewayKeys>, Tp
         SigningIdentity::Tpm(config) => Ok(Box::new(Tpm::open(&config)?)),
         SigningIdentity::InsecureDevelopment(key) => Ok(Box::new(InsecureIdentity::new(key))),
     }
+}
+
+/// Measures the gateway's software state into the application PCR at start: adopts the event log
+/// kept in `log_path` (see [`Tpm::adopt_log`]), then for each component appends the measurement to
+/// the log, writes it durably, and only then extends the PCR (a crash in between leaves a logged
+/// but unextended entry, which the next adoption drops). Returns the log now in force.
+pub fn measure_components(
+    tpm: &Tpm,
+    log_path: &Path,
+    components: &[(Component, &[u8])],
+) -> Result<EventLog, MeasureError> {
+    let stored = crate::store::load_event_log(log_path)?;
+    let mut log = tpm.adopt_log(stored)?;
+    for (what, bytes) in components {
+        let m = tpm.measurement(*what, bytes);
+        log.0.push(m.clone());
+        crate::store::save_event_log(log_path, &log)?;
+        tpm.extend(&m)?;
+    }
+    Ok(log)
+}
+
+/// Why measuring failed.
+#[derive(Debug, thiserror::Error)]
+pub enum MeasureError {
+    /// The event-log file could not be read or written.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The TPM refused, or the log does not match the PCR.
+    #[error(transparent)]
+    Tpm(#[from] TpmError),
 }
 
 /// Why the ledger service failed.

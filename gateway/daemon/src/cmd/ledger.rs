@@ -20,7 +20,7 @@ use dosegate_core::ledger::{Event, EventKind, LedgerError, LedgerTrust, Verifier
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::ledger::{GatewayKeys, InsecureIdentity, Ledger, LedgerOptions};
+use crate::ledger::{GatewayKeys, InsecureIdentity, Ledger, LedgerOptions, measure_components};
 use crate::store::{self, StoreError, WritePattern};
 use crate::tpm::{Handles, Tpm, TpmConfig};
 
@@ -455,19 +455,12 @@ fn exercise(args: &ExerciseArgs) -> Result<ExitCode> {
             .event_log
             .clone()
             .unwrap_or_else(|| args.dir.with_extension("app-pcr.log"));
-        let stored = store::load_event_log(&log_path)?;
-        let mut log = tpm
-            .adopt_log(stored)
-            .context("the event log does not match the TPM")?;
-        // Measure this binary: logged (and fsync'd) first, then extended.
+        // Measure this binary into the application PCR (logged durably, then extended).
         let exe = std::env::current_exe().context("cannot find this binary")?;
         let bytes =
             std::fs::read(&exe).with_context(|| format!("cannot read {}", exe.display()))?;
-        let m = tpm.measurement(Component::Binary, &bytes);
-        log.0.push(m.clone());
-        store::save_event_log(&log_path, &log)?;
-        tpm.extend(&m)
-            .context("cannot extend the application PCR")?;
+        measure_components(&tpm, &log_path, &[(Component::Binary, &bytes)])
+            .context("cannot measure into the application PCR")?;
         return run_exercise(args, &tpm);
     }
     let Some(key_path) = &args.insecure_dev_key else {
