@@ -153,6 +153,15 @@ pub enum LedgerServiceError {
     /// The counter could not be bumped.
     #[error("counter: {0}")]
     Counter(#[source] SignError),
+    /// The event was recorded (it is durable at `seq`) but the checkpoint that follows failed.
+    #[error("record {seq} is durable, but the checkpoint after it failed: {source}")]
+    CheckpointAfter {
+        /// The durable record.
+        seq: u64,
+        /// Why the checkpoint failed.
+        #[source]
+        source: Box<LedgerServiceError>,
+    },
     /// The start body could not be encoded.
     #[error(transparent)]
     Cbor(#[from] dosegate_core::cbor::CborError),
@@ -290,7 +299,11 @@ impl<'k> Ledger<'k> {
             .seal_entry(event, time_ms, self.chain.head().counter, self.keys)?;
         let seq = self.write(&sealed)?;
         if final_event || self.since_checkpoint >= self.options.checkpoint_every {
-            self.checkpoint(time_ms)?;
+            self.checkpoint(time_ms)
+                .map_err(|e| LedgerServiceError::CheckpointAfter {
+                    seq,
+                    source: Box::new(e),
+                })?;
         }
         Ok(seq)
     }
