@@ -174,6 +174,16 @@ pub struct ExerciseArgs {
 
 /// Runs the command.
 pub fn run(args: &Args) -> Result<ExitCode> {
+    // Warnings (insecure mode, torn tail dropped) go to stderr; a subscriber installed by `main`
+    // first takes precedence.
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .try_init();
     match &args.command {
         LedgerCommand::Verify(a) => verify(a),
         LedgerCommand::Recover(a) => recover(a),
