@@ -139,7 +139,7 @@ append returns it prints `durable SEQ HASH` (the chain head) on stdout. Used by 
 Exit status: 0 done, 2 error.
 
 Example:
-  dosegate ledger exercise /tmp/l --gateway-id dev-01 --insecure-dev-key /tmp/dev.key --jobs 100"
+  dosegate ledger exercise scratch-ledger --gateway-id dev-01 --insecure-dev-key dev.key --jobs 100"
 )]
 pub struct ExerciseArgs {
     /// The ledger directory.
