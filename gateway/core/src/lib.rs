@@ -14,10 +14,17 @@
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
-#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 pub mod cbor;
 pub mod envelope;
 // pub mod job;
+pub mod inference;
 pub mod prescription;
+pub mod spectrum;
 // pub mod trust;
