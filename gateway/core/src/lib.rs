@@ -23,8 +23,8 @@
 
 pub mod cbor;
 pub mod envelope;
-// pub mod job;
 pub mod inference;
+pub mod job;
 pub mod prescription;
 pub mod spectrum;
-// pub mod trust;
+pub mod trust;

@@ -235,11 +235,11 @@ fn tokenize(text: &str, line: usize) -> Result<Vec<Token>, JcampError> {
                 continue;
             }
             '+' | '-' => {
-                if let Some((Kind::Affn, s)) = current.as_mut()
-                    && s.ends_with(['E', 'e'])
-                {
-                    s.push(ch);
-                    continue;
+                if let Some((Kind::Affn, s)) = current.as_mut() {
+                    if s.ends_with(['E', 'e']) {
+                        s.push(ch);
+                        continue;
+                    }
                 }
                 Some(Kind::Affn)
             }
