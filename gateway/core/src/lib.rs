@@ -26,5 +26,6 @@ pub mod envelope;
 pub mod inference;
 pub mod job;
 pub mod prescription;
+pub mod release;
 pub mod spectrum;
 pub mod trust;

@@ -478,4 +478,4 @@ impl ValidatedModel {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

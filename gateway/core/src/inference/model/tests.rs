@@ -3,13 +3,20 @@ use crate::inference::preprocess::StepSpec;
 use crate::inference::train::{CalibrationSet, TrainingSpec, train};
 
 /// A synthetic calibration: two Gaussian bands on a sloped baseline; the first band's height is
-/// the content. Deterministic (no random numbers): the "noise" is a fixed sine pattern.
+/// the content. Deterministic: the noise comes from a fixed linear congruential sequence.
 pub(crate) fn synthetic() -> (Axis, Vec<Vec<f64>>, Vec<f64>, Vec<String>) {
     let axis_values: Vec<f64> = (0..120).map(|i| 1000.0 + 2.0 * f64::from(i)).collect();
     let axis = Axis::new(AxisUnit::Nanometre, axis_values.clone()).unwrap();
     let mut rows = Vec::new();
     let mut y = Vec::new();
     let mut groups = Vec::new();
+    let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut noise = move || {
+        state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        ((state >> 11) as f64 / (1u64 << 53) as f64) - 0.5
+    };
     for i in 0..40 {
         let fi = f64::from(i);
         let content = 5.0 + (fi * 0.37).sin() * 1.5;
@@ -17,12 +24,10 @@ pub(crate) fn synthetic() -> (Axis, Vec<Vec<f64>>, Vec<f64>, Vec<String>) {
         let gain = 1.0 + 0.05 * (fi * 1.3).sin();
         let row = axis_values
             .iter()
-            .enumerate()
-            .map(|(k, x)| {
+            .map(|x| {
                 let band1 = content * (-((x - 1080.0) / 12.0).powi(2)).exp();
                 let band2 = other * (-((x - 1160.0) / 20.0).powi(2)).exp();
-                let noise = 0.002 * ((k as f64) * 0.7 + fi).sin();
-                gain * (band1 + band2 + 0.001 * (x - 1000.0)) + noise
+                gain * (band1 + band2 + 0.001 * (x - 1000.0)) + 0.004 * noise()
             })
             .collect();
         rows.push(row);
