@@ -187,7 +187,7 @@ pub fn json_view(file: &ModelFile, sha256: &str) -> serde_json::Value {
             "last": file.axis.values.last(),
             "tolerance": file.axis.tolerance,
         },
-        "preprocessing": file.preprocessing.iter().map(step_label).collect::<Vec<_>>(),
+        "preprocessing": file.preprocessing.iter().map(step_view).collect::<Vec<_>>(),
         "latent_variables": file.pls.score_var.len(),
         "variables": file.pls.coef.len(),
         "y_mean": file.pls.y_mean,
@@ -197,6 +197,17 @@ pub fn json_view(file: &ModelFile, sha256: &str) -> serde_json::Value {
             "prediction": c.prediction, "t2": c.t2, "q": c.q
         })).collect::<Vec<_>>(),
     })
+}
+
+/// A step as JSON, with its fitted vectors summarised by their length.
+pub fn step_view(step: &Step) -> serde_json::Value {
+    match step {
+        Step::Msc { reference } => {
+            serde_json::json!({ "msc": { "reference_len": reference.len() } })
+        }
+        Step::Centre { mean } => serde_json::json!({ "centre": { "mean_len": mean.len() } }),
+        other => serde_json::to_value(other).unwrap_or(serde_json::Value::Null),
+    }
 }
 
 /// A one-line description of a step.

@@ -22,6 +22,7 @@
 )]
 
 pub mod cbor;
+pub mod cpv;
 pub mod envelope;
 pub mod inference;
 pub mod job;

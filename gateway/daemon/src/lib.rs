@@ -6,4 +6,5 @@
 
 pub mod cmd;
 pub mod policy_file;
+pub mod spectra;
 pub mod verify;

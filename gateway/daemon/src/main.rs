@@ -21,12 +21,15 @@ struct Cli {
 enum Command {
     /// Verify a signed job as the gateway would (exit 0 accept, 1 reject, 2 error).
     CheckJob(cmd::check_job::Args),
+    /// Predict drug content from spectra with a PAT model: prediction, T², Q, domain.
+    Predict(cmd::predict::Args),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::CheckJob(args) => cmd::check_job::run(args),
+        Command::Predict(args) => cmd::predict::run(args),
     };
     match result {
         Ok(code) => code,
