@@ -25,6 +25,7 @@ pub mod cbor;
 pub mod cpv;
 pub mod envelope;
 pub mod inference;
+pub mod instrument;
 pub mod job;
 pub mod prescription;
 pub mod release;
