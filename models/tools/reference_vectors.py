@@ -81,7 +81,10 @@ def main():
         picks = np.linspace(0, len(y) - 1, count - 2).round().astype(int)
         spectra = [x[i] for i in picks]
         # Outside the domain: a foreign band, and a one-point axis shift of the intensities.
-        band = x[picks[0]] + 0.2 * np.abs(x[picks[0]]).max() * np.exp(-((np.arange(x.shape[1]) - x.shape[1] / 3) / 4.0) ** 2)
+        # The band sits in the middle of the variables the model uses.
+        sel = [st["select"] for st in steps if "select" in st]
+        centre = (sel[0]["start"] + sel[0]["end"]) / 2 if sel else x.shape[1] / 3
+        band = x[picks[0]] + 0.2 * np.abs(x[picks[0]]).max() * np.exp(-((np.arange(x.shape[1]) - centre) / 4.0) ** 2)
         shifted = np.roll(x[picks[1]], 1)
         shifted[0] = shifted[1]
         spectra += [band, shifted]
