@@ -18,7 +18,7 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result, bail};
-use dosegate_core::envelope::{self, ContentType, KeyId, Signer, SoftwareKey};
+use dosegate_core::envelope::{self, ContentType, KeyId, PublicKey, Signer, SoftwareKey};
 use dosegate_core::prescription;
 use dosegate_core::trust::{Role, RoleSpec, Roles, TrustRoot, TrustedRoot};
 use p256::ecdsa::SigningKey;
@@ -218,7 +218,7 @@ impl HubHome {
 
     /// Loads the private keys of a role that are present in this home, checked against the root.
     pub fn role_keys(&self, role: Role, root: &TrustedRoot) -> Result<Vec<SoftwareKey>> {
-        let listed: Vec<KeyId> = root.role_keys(role).iter().map(|k| k.key_id()).collect();
+        let listed: Vec<KeyId> = root.role_keys(role).iter().map(PublicKey::key_id).collect();
         let mut out = Vec::new();
         for n in 1..=16 {
             let path = self.key_path(role, n);

@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result, bail};
 use dosegate_core::envelope::Signer;
-use dosegate_core::job::{self, GcodeEncoding, GcodePayload, Job, JobPolicy, JobPrescription};
+use dosegate_core::job::{
+    self, GcodeEncoding, GcodePayload, HeldPolicy, Job, JobPolicy, JobPrescription,
+};
 use dosegate_core::prescription::Prescription;
 use dosegate_core::trust::Role;
 use sha2::{Digest, Sha256};
@@ -120,6 +122,8 @@ pub fn sign_job(home: &HubHome, req: &SignJobRequest, out: &Path) -> Result<Sign
         .clone()
         .unwrap_or_else(|| req.policy_dir.join(format!("{}.toml", rx.policy.id)));
     let policy = PolicyFile::read(&policy_path)?;
+    let held = HeldPolicy::from_bytes(&policy.bytes)
+        .with_context(|| format!("policy {}", policy.path.display()))?;
     if policy.id != rx.policy.id || policy.version != rx.policy.version {
         bail!(
             "the prescription names policy {} v{}, but {} is {} v{}",
@@ -131,6 +135,17 @@ pub fn sign_job(home: &HubHome, req: &SignJobRequest, out: &Path) -> Result<Sign
         );
     }
 
+    // The hub never signs what its own design space refuses: run the gateway's check first.
+    let report = dosegate_core::policy::check(held.policy(), &rx, &gcode);
+    if !report.accepted() {
+        let reasons: Vec<String> = report.reasons.iter().map(ToString::to_string).collect();
+        bail!(
+            "the G-code is outside policy {} v{}; not signed:\n  {}",
+            policy.id,
+            policy.version,
+            reasons.join("\n  ")
+        );
+    }
     let root = home.trusted_root(req.now)?;
     let keys = home.role_keys(Role::Jobs, &root)?;
     let threshold = usize::try_from(root.metadata().roles.jobs.threshold)?;
@@ -141,52 +156,9 @@ pub fn sign_job(home: &HubHome, req: &SignJobRequest, out: &Path) -> Result<Sign
         );
     }
     let seq = home.next_seq(&req.gateway_id)?;
-    let gcode_sha256: [u8; 32] = Sha256::digest(&gcode).into();
-    let job_id = req.job_id.clone().unwrap_or_else(|| {
-        format!(
-            "{}-{seq:06}-{}",
-            req.gateway_id,
-            &hex::encode(gcode_sha256)[..8]
-        )
-    });
-    let payload = if req.compress {
-        GcodePayload {
-            bytes: ruzstd::encoding::compress_to_vec(
-                &gcode[..],
-                ruzstd::encoding::CompressionLevel::Fastest,
-            )
-            .into(),
-            encoding: GcodeEncoding::Zstd,
-        }
-    } else {
-        GcodePayload {
-            bytes: gcode.into(),
-            encoding: GcodeEncoding::Identity,
-        }
-    };
-    let job = Job {
-        seq,
-        gcode: payload,
-        job_id: job_id.clone(),
-        models: rx.models.clone(),
-        policy: JobPolicy {
-            id: policy.id.clone(),
-            sha256: policy.sha256(),
-            version: policy.version,
-        },
-        issued_at: req.now,
-        expires_at: req.now.saturating_add(req.valid_for_s),
-        gateway_id: req.gateway_id.clone(),
-        formulation: rx.formulation.clone(),
-        prescription: JobPrescription {
-            units: rx.units,
-            dose_mg: rx.dose_mg,
-            product: rx.product.clone(),
-            patient_ref: rx.patient_ref.clone(),
-            gcode_sha256,
-            tolerance_pct: rx.tolerance_pct,
-        },
-    };
+    let job = build_job(req, &rx, &policy, gcode, seq);
+    let job_id = job.job_id.clone();
+    let gcode_sha256 = job.prescription.gcode_sha256;
     let signers: Vec<&dyn Signer> = keys
         .iter()
         .take(threshold)
@@ -212,4 +184,59 @@ pub fn sign_job(home: &HubHome, req: &SignJobRequest, out: &Path) -> Result<Sign
             .collect(),
         expires_at: job.expires_at,
     })
+}
+
+fn build_job(
+    req: &SignJobRequest,
+    rx: &Prescription,
+    policy: &PolicyFile,
+    gcode: Vec<u8>,
+    seq: u64,
+) -> Job {
+    let gcode_sha256: [u8; 32] = Sha256::digest(&gcode).into();
+    let job_id = req.job_id.clone().unwrap_or_else(|| {
+        format!(
+            "{}-{seq:06}-{}",
+            req.gateway_id,
+            &hex::encode(gcode_sha256)[..8]
+        )
+    });
+    let payload = if req.compress {
+        GcodePayload {
+            bytes: ruzstd::encoding::compress_to_vec(
+                &gcode[..],
+                ruzstd::encoding::CompressionLevel::Fastest,
+            )
+            .into(),
+            encoding: GcodeEncoding::Zstd,
+        }
+    } else {
+        GcodePayload {
+            bytes: gcode.into(),
+            encoding: GcodeEncoding::Identity,
+        }
+    };
+    Job {
+        seq,
+        gcode: payload,
+        job_id: job_id.clone(),
+        models: rx.models.clone(),
+        policy: JobPolicy {
+            id: policy.id.clone(),
+            sha256: policy.sha256(),
+            version: policy.version,
+        },
+        issued_at: req.now,
+        expires_at: req.now.saturating_add(req.valid_for_s),
+        gateway_id: req.gateway_id.clone(),
+        formulation: rx.formulation.clone(),
+        prescription: JobPrescription {
+            units: rx.units,
+            dose_mg: rx.dose_mg,
+            product: rx.product.clone(),
+            patient_ref: rx.patient_ref.clone(),
+            gcode_sha256,
+            tolerance_pct: rx.tolerance_pct,
+        },
+    }
 }

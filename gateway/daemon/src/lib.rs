@@ -6,7 +6,6 @@
 
 pub mod balance;
 pub mod cmd;
-pub mod policy_file;
 pub mod spectra;
 pub mod spectrometer;
 pub mod verify;

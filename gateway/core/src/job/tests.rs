@@ -109,7 +109,7 @@ fn check(bytes: &[u8], hub: &Hub) -> Result<AuthenticJob, JobError> {
 }
 
 fn code(r: Result<AuthenticJob, JobError>) -> &'static str {
-    r.map(|_| "ACCEPT").unwrap_or_else(|e| e.code())
+    r.map_or_else(|e| e.code(), |_| "ACCEPT")
 }
 
 #[test]
