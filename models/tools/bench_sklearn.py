@@ -25,6 +25,23 @@ def measure(f, reps=2000):
     return t[len(t) // 2], t[int(len(t) * 0.99)]
 
 
+def groups_of(name, column):
+    raw = (rv.DATA / name).read_bytes()
+    text = rv.gzip.decompress(raw).decode() if name.endswith(".gz") else raw.decode()
+    lines = [l for l in text.splitlines() if l.strip()]
+    i = lines[0].split(",").index(column)
+    return np.array([l.split(",")[i] for l in lines[1:]])
+
+
+def cv_rmse(xp, y, lv, folds):
+    pred = np.empty_like(y)
+    for f in np.unique(folds):
+        test = folds == f
+        m = PLSRegression(n_components=lv, scale=False).fit(xp[~test], y[~test])
+        pred[test] = m.predict(xp[test]).ravel()
+    return float(np.sqrt(np.mean((pred - y) ** 2)))
+
+
 def main():
     for model_id in rv.MODELS:
         view = json.loads((rv.ROOT / "models" / f"{model_id}.json").read_text())
@@ -33,6 +50,10 @@ def main():
         xp = rv.preprocess(x, steps)
         pls = PLSRegression(n_components=lv, scale=False).fit(xp, y)
         var = pls.transform(xp).var(axis=0, ddof=1)
+        group_by = view["training"]["group_by"]
+        folds = groups_of(view["training"]["source"], group_by) if group_by else np.arange(len(y)) % view["training"]["folds"]
+        kind = f"leave-{group_by}-out" if group_by else f"{view['training']['folds']}-fold"
+        print(f"ACCURACY {model_id} sklearn rmsecv_{kind}={cv_rmse(xp, y, lv, folds):.4f} lv={lv}")
         one_raw = x[:1]
         one = xp[:1]
         m, p = measure(lambda: pls.predict(one))

@@ -309,6 +309,8 @@ impl XyData {
                     self.ys.push(v);
                 }
                 Token::Dif(d) => {
+                    // A Y-check value is always absolute; without one the count check fails.
+                    skip_check = false;
                     let prev = self
                         .ys
                         .last()
@@ -317,6 +319,7 @@ impl XyData {
                     self.ys.push(prev + d);
                 }
                 Token::Dup(n) => {
+                    skip_check = false;
                     let Some(prev_token) = last else {
                         return Err(JcampError::NoPrecedingValue { line });
                     };
