@@ -56,7 +56,7 @@ fn accuracy_targets_hold_for_the_dyrby_models() {
     for (id, target) in [("nir-dyrby2002", 0.33), ("raman-dyrby2002", 0.65)] {
         let bytes = std::fs::read(root().join(format!("models/{id}.cbor"))).unwrap();
         let model = dosegate_core::inference::ValidatedModel::from_bytes(&bytes).unwrap();
-        let lv = model.file().pls.score_var.len() as u32;
+        let lv = u32::try_from(model.file().pls.score_var.len()).unwrap();
         let cv = model
             .file()
             .training

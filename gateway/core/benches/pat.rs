@@ -6,6 +6,12 @@
 //! measurement: `kernel` reuses buffers (the gateway's loop), `predict` adds the axis check and
 //! allocates its buffers per call.
 
+#![allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    reason = "percentile index of a small sample"
+)]
+
 use std::hint::black_box;
 use std::path::PathBuf;
 use std::time::Instant;

@@ -73,18 +73,16 @@ impl<L: Read + Write> MtSicsBalance<L> {
         let mut line = Vec::with_capacity(32);
         let mut byte = [0u8; 1];
         loop {
-            match self.link.read(&mut byte)? {
-                0 => return Err(BalanceError::Closed),
-                _ => {
-                    if byte[0] == b'\n' {
-                        break;
-                    }
-                    if line.len() >= MAX_RESPONSE_LEN + 1 {
-                        return Err(BalanceError::TooLong);
-                    }
-                    line.push(byte[0]);
-                }
+            if self.link.read(&mut byte)? == 0 {
+                return Err(BalanceError::Closed);
             }
+            if byte[0] == b'\n' {
+                break;
+            }
+            if line.len() > MAX_RESPONSE_LEN {
+                return Err(BalanceError::TooLong);
+            }
+            line.push(byte[0]);
         }
         Ok(String::from_utf8_lossy(&line).into_owned())
     }

@@ -370,11 +370,11 @@ impl ValidatedModel {
             sha256,
         };
         let model = ValidatedModel {
+            file,
+            model_id,
             axis,
             pipeline,
             kernel,
-            model_id,
-            file,
         };
         for (case, rc) in model.file.reference_cases.iter().enumerate() {
             let spectrum = Spectrum::new(model.axis.clone(), rc.spectrum.clone())?;

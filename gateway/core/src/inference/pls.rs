@@ -71,6 +71,10 @@ pub fn max_components(n: usize, p: usize) -> usize {
 }
 
 /// Fits `components` latent variables by NIPALS to centred `x` (n × p) and centred `y` (n).
+#[expect(
+    clippy::many_single_char_names,
+    reason = "the notation of the PLS literature (X, y, w, t, p, q)"
+)]
 pub fn fit(x: &Array2<f64>, y: &Array1<f64>, components: usize) -> Result<PlsFit, PlsError> {
     let (n, p) = x.dim();
     let max = max_components(n, p);
@@ -132,6 +136,10 @@ pub fn fit(x: &Array2<f64>, y: &Array1<f64>, components: usize) -> Result<PlsFit
 impl PlsFit {
     /// Rotations R = W(PᵀW)⁻¹ and coefficients b = R q for the first `components` latent
     /// variables (NIPALS components are nested, so any prefix is the smaller model).
+    #[expect(
+        clippy::many_single_char_names,
+        reason = "the notation of the PLS literature (W, P, R, q)"
+    )]
     pub fn rotations_and_coef(
         &self,
         components: usize,

@@ -229,7 +229,11 @@ pub(crate) fn solve(a: &mut [f64], b: &mut [f64], n: usize) -> Option<()> {
 
 /// Savitzky–Golay correlation coefficients: `out[i] = Σ_j c[j]·x[i + j − half]`.
 pub fn savgol_coefficients(window: u16, order: u8, deriv: u8) -> Option<Vec<f64>> {
-    if window % 2 == 0 || window > MAX_WINDOW || u16::from(order) >= window || deriv > order {
+    if window.is_multiple_of(2)
+        || window > MAX_WINDOW
+        || u16::from(order) >= window
+        || deriv > order
+    {
         return None;
     }
     let half = i32::from(window / 2);

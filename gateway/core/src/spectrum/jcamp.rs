@@ -295,7 +295,8 @@ impl XyData {
                     if skip_check {
                         skip_check = false;
                         let expected = self.ys.last().copied().unwrap_or(f64::NAN);
-                        if v != expected {
+                        let differs = (v - expected).abs() > 0.0 || v.is_nan();
+                        if differs {
                             return Err(JcampError::YCheck {
                                 line,
                                 expected,
@@ -441,6 +442,16 @@ pub fn parse(text: &str) -> Result<Spectrum, JcampError> {
             }
         }
     }
+    build(&labels, form, xy, pairs)
+}
+
+/// Turns the collected labels and data into a spectrum.
+fn build(
+    labels: &Labels,
+    form: Option<bool>,
+    xy: XyData,
+    pairs: Vec<(f64, f64)>,
+) -> Result<Spectrum, JcampError> {
     let unit = axis_unit(labels.xunits.as_ref())?;
     let xfactor = optional_factor("XFACTOR", labels.xfactor.as_ref())?;
     let yfactor = optional_factor("YFACTOR", labels.yfactor.as_ref())?;
@@ -461,7 +472,7 @@ pub fn parse(text: &str) -> Result<Spectrum, JcampError> {
             if !(2.0..=MAX_POINTS as f64).contains(&npoints_f) || npoints_f.fract() != 0.0 {
                 return Err(JcampError::BadLabelValue {
                     label: "NPOINTS",
-                    value: labels.npoints.unwrap_or_default(),
+                    value: labels.npoints.clone().unwrap_or_default(),
                 });
             }
             #[expect(
@@ -481,7 +492,8 @@ pub fn parse(text: &str) -> Result<Spectrum, JcampError> {
             // Every line's X must sit on the grid (within half a step).
             for &(line, index, x) in &xy.line_xs {
                 let expected = xs.get(index).copied().unwrap_or(f64::NAN);
-                if !((x * xfactor - expected).abs() <= step.abs() / 2.0) {
+                let on_grid = (x * xfactor - expected).abs() <= step.abs() / 2.0;
+                if !on_grid {
                     return Err(JcampError::XCheck {
                         line,
                         index,

@@ -172,7 +172,8 @@ impl Axis {
         }
         for (index, (&expected, &got)) in self.values.iter().zip(&other.values).enumerate() {
             // Written so that NaN fails too.
-            if !((expected - got).abs() <= tolerance) {
+            let within = (expected - got).abs() <= tolerance;
+            if !within {
                 return Err(AxisMismatch::Value {
                     index,
                     expected,
