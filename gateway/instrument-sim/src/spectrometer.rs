@@ -146,6 +146,7 @@ impl Spectrometer for FileSpectrometer {
 }
 
 #[cfg(test)]
+#[allow(clippy::float_cmp, reason = "exact values served back")]
 mod tests {
     use super::*;
     use dosegate_core::spectrum::Axis;
