@@ -6,6 +6,7 @@
 
 pub mod balance;
 pub mod cmd;
+pub mod cpv_store;
 pub mod spectra;
 pub mod spectrometer;
 pub mod verify;
