@@ -102,7 +102,11 @@ mod tests {
     fn refuses_an_oversized_state_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("cpv.json");
-        std::fs::write(&path, vec![b' '; (MAX_STATE_BYTES + 1) as usize]).unwrap();
+        std::fs::write(
+            &path,
+            vec![b' '; usize::try_from(MAX_STATE_BYTES + 1).unwrap()],
+        )
+        .unwrap();
         assert!(CpvStore::new(&path).load().is_err());
     }
 }
