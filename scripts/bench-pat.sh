@@ -17,7 +17,7 @@ out=build/bench-pat.txt
     cargo build --locked --release -q -p dosegate-provisioning --bin dosegate-hub
     for spec in models/specs/*.toml; do
         target/release/dosegate-hub model train "$spec" --out-dir build/bench-models --json |
-            python3 -c 'import json,sys; s=json.load(sys.stdin); print(f"ACCURACY {s[\"id\"]} dosegate rmsecv={s[\"rmsecv\"]:.4f} rmsecv_kfold={s[\"rmsecv_kfold\"]:.4f} lv={s[\"lv\"]}")'
+            python3 -c "import json,sys; s=json.load(sys.stdin); print('ACCURACY %s dosegate rmsecv=%.4f rmsecv_kfold=%.4f lv=%d' % (s['id'], s['rmsecv'], s['rmsecv_kfold'], s['lv']))"
     done
     cargo bench --locked -p dosegate-core --bench pat 2>/dev/null | grep '^BENCH'
     (cd models/tools && "../../$venv/bin/python" bench_sklearn.py)
