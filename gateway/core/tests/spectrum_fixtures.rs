@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use dosegate_core::spectrum::jcamp;
 
 fn dir(kind: &str) -> Vec<PathBuf> {
-    let d = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/spectrum").join(kind);
+    let d = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/spectrum")
+        .join(kind);
     let mut v: Vec<PathBuf> = std::fs::read_dir(d)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -31,7 +33,11 @@ fn accepted_fixtures_decode_to_their_expected_ordinates() {
             .collect();
         assert_eq!(s.len(), expected.len(), "{}", f.display());
         for (got, want) in s.values().iter().zip(&expected) {
-            assert!((got - want).abs() < 1e-12, "{}: {got} vs {want}", f.display());
+            assert!(
+                (got - want).abs() < 1e-12,
+                "{}: {got} vs {want}",
+                f.display()
+            );
         }
     }
 }
