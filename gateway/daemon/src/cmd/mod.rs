@@ -3,3 +3,4 @@
 pub mod check_gcode;
 pub mod check_job;
 pub mod ledger;
+pub mod predict;
