@@ -215,6 +215,7 @@ pub struct Machine {
     bed_c: f64,
     retracted_depth: f64,
     layer_z_um: BTreeSet<i64>,
+    last_layer_um: Option<i64>,
     layers_overflow: u32,
     a: Analysis,
 }
@@ -243,6 +244,7 @@ impl Machine {
             bed_c: 0.0,
             retracted_depth: 0.0,
             layer_z_um: BTreeSet::new(),
+            last_layer_um: None,
             layers_overflow: 0,
             a: Analysis {
                 units: mass.units,
@@ -523,6 +525,11 @@ impl Machine {
     )]
     fn note_layer(&mut self, z: f64) {
         let key = (z * 1000.0).round() as i64;
+        // Most extruding moves stay on the layer of the previous one.
+        if self.last_layer_um == Some(key) {
+            return;
+        }
+        self.last_layer_um = Some(key);
         if self.layer_z_um.len() < MAX_TRACKED_LAYERS || self.layer_z_um.contains(&key) {
             self.layer_z_um.insert(key);
         } else {

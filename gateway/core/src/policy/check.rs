@@ -258,7 +258,7 @@ impl<'p> ProgramChecker<'p> {
         (report, self.commands)
     }
 
-    fn on_line(&mut self, line: u32, parsed: Result<Command, GcodeError>) {
+    fn on_line(&mut self, line: u32, parsed: Result<&Command, GcodeError>) {
         match parsed {
             Err(e) => {
                 let code = e.code();
@@ -268,7 +268,7 @@ impl<'p> ProgramChecker<'p> {
                         .value(Evidence::Text(e.to_string())),
                 );
             }
-            Ok(cmd) => self.on_command(line, &cmd),
+            Ok(cmd) => self.on_command(line, cmd),
         }
     }
 
