@@ -165,6 +165,8 @@ pub struct Move {
     pub e_relative: bool,
     /// True if any of X/Y/Z was given (a move, not only a feed-rate change).
     pub moves_axes: bool,
+    /// True if E was given.
+    pub has_e: bool,
 }
 
 /// What one command did, for the policy to judge.
@@ -433,17 +435,35 @@ impl Machine {
     }
 
     fn linear_move(&mut self, cmd: &Command, unit: f64) -> Move {
-        if let Some(f) = cmd.value(b'F') {
+        // One pass over the parameters: X Y Z E F.
+        let mut xyzef = [None; 5];
+        for p in cmd.params() {
+            let slot = match p.letter() {
+                b'X' => 0,
+                b'Y' => 1,
+                b'Z' => 2,
+                b'E' => 3,
+                b'F' => 4,
+                _ => continue,
+            };
+            if let Some(s) = xyzef.get_mut(slot) {
+                *s = p.value().map(super::Decimal::to_f64);
+            }
+        }
+        let [x, y, z, e, f] = xyzef;
+        if let Some(f) = f {
             if f > 0.0 {
                 self.feed_mm_s = f * unit / 60.0;
             }
         }
+        // Work on locals: writing `self.native` and reading it back stalls store forwarding.
         let from = self.native;
+        let mut to = from;
         let mut moves_axes = false;
-        for (i, letter) in [b'X', b'Y', b'Z'].into_iter().enumerate() {
-            let Some(v) = cmd.value(letter) else { continue };
+        for (i, value) in [x, y, z].into_iter().enumerate() {
+            let Some(v) = value else { continue };
             moves_axes = true;
-            if let (Some(n), Some(s)) = (self.native.get_mut(i), self.shift.get(i)) {
+            if let (Some(n), Some(s)) = (to.get_mut(i), self.shift.get(i)) {
                 let logical = *n + s;
                 let target = if self.relative_xyz {
                     logical + v * unit
@@ -455,7 +475,7 @@ impl Machine {
         }
         let e_relative = self.e_is_relative();
         let mut e_delta = 0.0;
-        if let Some(v) = cmd.value(b'E') {
+        if let Some(v) = e {
             let target = if e_relative {
                 self.e + v * unit
             } else {
@@ -464,7 +484,7 @@ impl Machine {
             e_delta = target - self.e;
             self.e = target;
         }
-        let to = self.native;
+        self.native = to;
         let length_mm = dist(from, to);
         let mut deposited_mm = 0.0;
         if e_delta < 0.0 {
@@ -516,6 +536,7 @@ impl Machine {
             feed_mm_s: feed,
             e_relative,
             moves_axes,
+            has_e: e.is_some(),
         }
     }
 

@@ -415,7 +415,7 @@ impl<'p> ProgramChecker<'p> {
             self.seen.g21 = true;
             self.seen.g90 = true;
         }
-        if cmd.param(b'E').is_some() && p.extrusion().absolute_e {
+        if m.has_e && p.extrusion().absolute_e {
             if m.e_relative {
                 self.push(
                     Reason::new(ReasonCode::DsRelativeExtrusion)
