@@ -434,6 +434,10 @@ impl Machine {
         }
     }
 
+    #[expect(
+        clippy::too_many_lines,
+        reason = "one move, in Marlin's order of effects"
+    )]
     fn linear_move(&mut self, cmd: &Command, unit: f64) -> Move {
         // One pass over the parameters: X Y Z E F.
         let mut xyzef = [None; 5];
@@ -450,17 +454,17 @@ impl Machine {
                 *s = p.value().map(super::Decimal::to_f64);
             }
         }
-        let [x, y, z, e, f] = xyzef;
-        if let Some(f) = f {
-            if f > 0.0 {
-                self.feed_mm_s = f * unit / 60.0;
+        let [x_mm, y_mm, z_mm, e_mm, feed_mm_min] = xyzef;
+        if let Some(feed) = feed_mm_min {
+            if feed > 0.0 {
+                self.feed_mm_s = feed * unit / 60.0;
             }
         }
         // Work on locals: writing `self.native` and reading it back stalls store forwarding.
         let from = self.native;
         let mut to = from;
         let mut moves_axes = false;
-        for (i, value) in [x, y, z].into_iter().enumerate() {
+        for (i, value) in [x_mm, y_mm, z_mm].into_iter().enumerate() {
             let Some(v) = value else { continue };
             moves_axes = true;
             if let (Some(n), Some(s)) = (to.get_mut(i), self.shift.get(i)) {
@@ -475,7 +479,7 @@ impl Machine {
         }
         let e_relative = self.e_is_relative();
         let mut e_delta = 0.0;
-        if let Some(v) = e {
+        if let Some(v) = e_mm {
             let target = if e_relative {
                 self.e + v * unit
             } else {
@@ -536,7 +540,7 @@ impl Machine {
             feed_mm_s: feed,
             e_relative,
             moves_axes,
-            has_e: e.is_some(),
+            has_e: e_mm.is_some(),
         }
     }
 

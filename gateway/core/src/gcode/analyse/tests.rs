@@ -1,3 +1,8 @@
+#![allow(
+    clippy::float_cmp,
+    reason = "exact values are the point: decimal inputs, exact arithmetic"
+)]
+
 use super::super::parse::parse_line;
 use super::*;
 

@@ -1,3 +1,8 @@
+#![allow(
+    clippy::float_cmp,
+    reason = "exact values are the point: decimal inputs, exact arithmetic"
+)]
+
 use proptest::prelude::*;
 
 use super::*;
@@ -14,9 +19,9 @@ fn collect(chunks: &[&[u8]]) -> Vec<(u32, Result<String, GcodeError>)> {
     let mut p = Parser::new();
     let mut out = Vec::new();
     for c in chunks {
-        p.feed(c, |n, r| out.push((n, r.map(|c| c.canonical()))));
+        p.feed(c, |n, r| out.push((n, r.map(Command::canonical))));
     }
-    p.finish(|n, r| out.push((n, r.map(|c| c.canonical()))));
+    p.finish(|n, r| out.push((n, r.map(Command::canonical))));
     out
 }
 
