@@ -16,7 +16,7 @@ use dosegate_core::policy::{Policy, ProgramChecker};
 use dosegate_core::prescription::Prescription;
 
 const CHUNK: usize = 256 * 1024;
-const ROUNDS: usize = 3;
+const ROUNDS: u32 = 5;
 
 /// CPU time of this thread (user + system), from `/proc/thread-self/stat` (10 ms ticks).
 fn cpu_time() -> Duration {
@@ -30,18 +30,19 @@ fn cpu_time() -> Duration {
     Duration::from_millis(ticks * 10)
 }
 
-/// Best wall time and best CPU time over `ROUNDS` runs. On a shared machine the wall time
-/// includes waiting for a core; the CPU time does not.
+/// Best wall time and mean CPU time over `ROUNDS` runs (the mean, because CPU time comes in
+/// 10 ms ticks). On a shared machine the wall time includes waiting for a core; the CPU time
+/// does not.
 fn best<F: FnMut() -> u64>(mut f: F) -> (Duration, Duration, u64) {
     let mut wall = Duration::MAX;
-    let mut cpu = Duration::MAX;
     let mut out = 0;
+    let c0 = cpu_time();
     for _ in 0..ROUNDS {
-        let (t, c) = (Instant::now(), cpu_time());
+        let t = Instant::now();
         out = black_box(f());
         wall = wall.min(t.elapsed());
-        cpu = cpu.min(cpu_time().saturating_sub(c).max(Duration::from_millis(10)));
     }
+    let cpu = (cpu_time().saturating_sub(c0) / ROUNDS).max(Duration::from_millis(1));
     (wall, cpu, out)
 }
 

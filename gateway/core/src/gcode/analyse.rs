@@ -439,44 +439,40 @@ impl Machine {
         reason = "one move, in Marlin's order of effects"
     )]
     fn linear_move(&mut self, cmd: &Command, unit: f64) -> Move {
-        // One pass over the parameters: X Y Z E F.
-        let mut xyzef = [None; 5];
+        // One pass over the parameters into scalars (kept in registers: an array indexed by
+        // letter, written 8 bytes at a time and read back 16, stalls store forwarding).
+        let (mut x_mm, mut y_mm, mut z_mm, mut e_mm, mut feed_mm_min) =
+            (None, None, None, None, None);
         for p in cmd.params() {
-            let slot = match p.letter() {
-                b'X' => 0,
-                b'Y' => 1,
-                b'Z' => 2,
-                b'E' => 3,
-                b'F' => 4,
-                _ => continue,
-            };
-            if let Some(s) = xyzef.get_mut(slot) {
-                *s = p.value().map(super::Decimal::to_f64);
+            let v = p.value().map(super::Decimal::to_f64);
+            match p.letter() {
+                b'X' => x_mm = v,
+                b'Y' => y_mm = v,
+                b'Z' => z_mm = v,
+                b'E' => e_mm = v,
+                b'F' => feed_mm_min = v,
+                _ => {}
             }
         }
-        let [x_mm, y_mm, z_mm, e_mm, feed_mm_min] = xyzef;
         if let Some(feed) = feed_mm_min {
             if feed > 0.0 {
                 self.feed_mm_s = feed * unit / 60.0;
             }
         }
-        // Work on locals: writing `self.native` and reading it back stalls store forwarding.
         let from = self.native;
-        let mut to = from;
-        let mut moves_axes = false;
-        for (i, value) in [x_mm, y_mm, z_mm].into_iter().enumerate() {
-            let Some(v) = value else { continue };
-            moves_axes = true;
-            if let (Some(n), Some(s)) = (to.get_mut(i), self.shift.get(i)) {
-                let logical = *n + s;
-                let target = if self.relative_xyz {
-                    logical + v * unit
-                } else {
-                    v * unit
-                };
-                *n = target - s;
-            }
-        }
+        let [sx, sy, sz] = self.shift;
+        let relative = self.relative_xyz;
+        let axis = |native: f64, shift: f64, value: Option<f64>| match value {
+            None => native,
+            Some(v) if relative => native + v * unit,
+            Some(v) => v * unit - shift,
+        };
+        let to = [
+            axis(from[0], sx, x_mm),
+            axis(from[1], sy, y_mm),
+            axis(from[2], sz, z_mm),
+        ];
+        let moves_axes = x_mm.is_some() || y_mm.is_some() || z_mm.is_some();
         let e_relative = self.e_is_relative();
         let mut e_delta = 0.0;
         if let Some(v) = e_mm {

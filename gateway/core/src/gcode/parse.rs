@@ -564,12 +564,15 @@ struct Cursor<'a> {
 }
 
 impl Cursor<'_> {
+    #[inline]
     fn peek(&self) -> Option<u8> {
         self.bytes.get(self.pos).copied()
     }
+    #[inline]
     fn column(&self) -> usize {
         self.pos + 1
     }
+    #[inline]
     fn skip_spaces(&mut self) -> bool {
         let start = self.pos;
         while self.peek() == Some(b' ') {
@@ -599,6 +602,7 @@ impl Cursor<'_> {
     }
 
     /// After a command code or a number: the next byte must be a space or the end.
+    #[inline]
     fn expect_separator(&self, after_digits: bool) -> Result<(), GcodeError> {
         let (line, column) = (self.line, self.column());
         match self.peek() {
@@ -611,6 +615,7 @@ impl Cursor<'_> {
     }
 
     /// Reads a run of digits into `acc` (wrapping; the caller bounds the count).
+    #[inline]
     fn digits(&mut self, acc: &mut u64) -> u32 {
         let mut n = 0u32;
         while let Some(&b) = self.bytes.get(self.pos) {
@@ -625,6 +630,7 @@ impl Cursor<'_> {
         n
     }
 
+    #[inline]
     fn number(&mut self) -> Result<Decimal, GcodeError> {
         let start = self.column();
         let line = self.line;
@@ -692,22 +698,38 @@ fn word_has_bad_byte(x: u64) -> bool {
     (below_space | is_del | x) & HIGH != 0
 }
 
-/// The first byte outside printable ASCII (0x20–0x7E), if any.
-fn first_bad_byte(raw: &[u8]) -> Option<usize> {
+/// The position of the first zero byte of `x` (exact for the lowest one), if any.
+fn first_zero_byte(x: u64) -> Option<usize> {
+    let z = x.wrapping_sub(LOW7) & !x & HIGH;
+    (z != 0).then(|| (z.trailing_zeros() / 8) as usize)
+}
+
+/// One pass over a line: the first byte outside printable ASCII (0x20–0x7E) and the first `;`.
+fn scan_line(raw: &[u8]) -> (Option<usize>, Option<usize>) {
+    let mut semicolon = None;
     let mut chunks = raw.chunks_exact(8);
     let mut offset = 0;
     for c in chunks.by_ref() {
         let mut w = [0u8; 8];
         w.copy_from_slice(c);
-        if word_has_bad_byte(u64::from_le_bytes(w)) {
+        let x = u64::from_le_bytes(w);
+        if word_has_bad_byte(x) {
             break;
+        }
+        if semicolon.is_none() {
+            semicolon = first_zero_byte(x ^ (LOW7 * u64::from(b';'))).map(|i| i + offset);
         }
         offset += 8;
     }
-    raw.get(offset..)?
+    let rest = raw.get(offset..).unwrap_or(&[]);
+    if semicolon.is_none() {
+        semicolon = rest.iter().position(|&b| b == b';').map(|i| i + offset);
+    }
+    let bad = rest
         .iter()
         .position(|&b| !(0x20..0x7f).contains(&b))
-        .map(|i| i + offset)
+        .map(|i| i + offset);
+    (bad, semicolon)
 }
 
 /// Parses one line (without its line ending). `Ok(None)` for blank and comment-only lines.
@@ -726,7 +748,8 @@ pub fn parse_line_into(raw: &[u8], line: u32, cmd: &mut Command) -> Result<bool,
             len: raw.len(),
         });
     }
-    if let Some(i) = first_bad_byte(raw) {
+    let (bad, semicolon) = scan_line(raw);
+    if let Some(i) = bad {
         let column = i + 1;
         let byte = raw.get(i).copied().unwrap_or(0);
         return Err(match byte {
@@ -735,7 +758,7 @@ pub fn parse_line_into(raw: &[u8], line: u32, cmd: &mut Command) -> Result<bool,
             _ => GcodeError::ControlByte { line, column, byte },
         });
     }
-    let active = match memchr::memchr(b';', raw) {
+    let active = match semicolon {
         Some(i) => raw.get(..i).unwrap_or(raw),
         None => raw,
     };

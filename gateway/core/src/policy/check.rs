@@ -436,26 +436,13 @@ impl<'p> ProgramChecker<'p> {
         }
         if m.moves_axes {
             let b = p.bed();
-            for ((axis, [lo, hi]), v) in ["X", "Y", "Z"]
-                .into_iter()
-                .zip([b.x_mm, b.y_mm, b.z_mm])
-                .zip(m.to)
-            {
-                if axis == "Z" && v < lo {
-                    self.push(
-                        Reason::new(ReasonCode::DsZBelowBed)
-                            .at(line)
-                            .value(Evidence::Num(v))
-                            .limit(Evidence::Num(lo)),
-                    );
-                } else if !(lo..=hi).contains(&v) {
-                    self.push(
-                        Reason::new(ReasonCode::DsOutsideBed)
-                            .at(line)
-                            .value(Evidence::Text(format!("{axis} {v}")))
-                            .limit(Evidence::Range(lo, hi)),
-                    );
-                }
+            let [x, y, z] = m.to;
+            // Fast path: inside the bed volume (plain comparisons; no reason to build).
+            let inside = (b.x_mm[0]..=b.x_mm[1]).contains(&x)
+                && (b.y_mm[0]..=b.y_mm[1]).contains(&y)
+                && (b.z_mm[0]..=b.z_mm[1]).contains(&z);
+            if !inside {
+                self.outside_bed(line, m.to);
             }
         }
         let s = p.speed();
@@ -529,6 +516,31 @@ impl<'p> ProgramChecker<'p> {
                     .value(Evidence::Num(depth))
                     .limit(Evidence::Num(x.max_retract_mm)),
             );
+        }
+    }
+
+    fn outside_bed(&mut self, line: u32, to: [f64; 3]) {
+        let b = self.policy.bed();
+        for ((axis, [lo, hi]), v) in ["X", "Y", "Z"]
+            .into_iter()
+            .zip([b.x_mm, b.y_mm, b.z_mm])
+            .zip(to)
+        {
+            if axis == "Z" && v < lo {
+                self.push(
+                    Reason::new(ReasonCode::DsZBelowBed)
+                        .at(line)
+                        .value(Evidence::Num(v))
+                        .limit(Evidence::Num(lo)),
+                );
+            } else if !(lo..=hi).contains(&v) {
+                self.push(
+                    Reason::new(ReasonCode::DsOutsideBed)
+                        .at(line)
+                        .value(Evidence::Text(format!("{axis} {v}")))
+                        .limit(Evidence::Range(lo, hi)),
+                );
+            }
         }
     }
 

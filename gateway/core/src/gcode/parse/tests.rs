@@ -195,3 +195,19 @@ proptest! {
         let _ = parse_line(&bytes, 1);
     }
 }
+
+proptest! {
+    #[test]
+    fn word_at_a_time_scan_equals_the_byte_loop(bytes in proptest::collection::vec(
+        prop_oneof![Just(b';'), Just(0u8), Just(0x7f), Just(0x80), Just(b'\t'), 0x20u8..0x7f],
+        0..40,
+    )) {
+        let bad = bytes.iter().position(|&b| !(0x20..0x7f).contains(&b));
+        let semi = bytes.iter().position(|&b| b == b';');
+        let (got_bad, got_semi) = scan_line(&bytes);
+        prop_assert_eq!(got_bad, bad);
+        if bad.is_none() {
+            prop_assert_eq!(got_semi, semi);
+        }
+    }
+}
