@@ -434,10 +434,6 @@ impl Machine {
         }
     }
 
-    #[expect(
-        clippy::too_many_lines,
-        reason = "one move, in Marlin's order of effects"
-    )]
     fn linear_move(&mut self, cmd: &Command, unit: f64) -> Move {
         // One pass over the parameters into scalars (kept in registers: an array indexed by
         // letter, written 8 bytes at a time and read back 16, stalls store forwarding).

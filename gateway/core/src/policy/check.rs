@@ -398,7 +398,8 @@ impl<'p> ProgramChecker<'p> {
 
     #[expect(
         clippy::too_many_lines,
-        reason = "one block per design-space rule on a move"
+        clippy::many_single_char_names,
+        reason = "one block per design-space rule on a move; one letter per policy section"
     )]
     fn check_move(&mut self, line: u32, cmd: &Command, m: &Move) {
         let p = self.policy;
