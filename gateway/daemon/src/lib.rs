@@ -5,5 +5,4 @@
 //! code.
 
 pub mod cmd;
-pub mod policy_file;
 pub mod verify;
