@@ -19,6 +19,9 @@ use crate::gcode::{
 };
 use crate::prescription::Prescription;
 
+/// Height above the highest deposit the nozzle must be at before homing X or Y, mm.
+pub const HOMING_CLEARANCE_MM: f64 = 1.0;
+
 /// Most reasons kept in a report; further ones are only counted.
 pub const MAX_REASONS: usize = 100;
 
@@ -315,6 +318,9 @@ impl<'p> ProgramChecker<'p> {
             (b'M', 82) => self.seen.m82 = true,
             _ => {}
         }
+        if cmd.is(b'G', 28) {
+            self.check_homing(line, cmd);
+        }
         let step = self.machine.apply(cmd);
         self.check_step(line, cmd, &step);
         if let Some(list) = &mut self.commands {
@@ -516,6 +522,36 @@ impl<'p> ProgramChecker<'p> {
                     .at(line)
                     .value(Evidence::Num(depth))
                     .limit(Evidence::Num(x.max_retract_mm)),
+            );
+        }
+    }
+
+    /// After material has been deposited, homing Z (a bare `G28` or `G28 Z`) drives the nozzle
+    /// down through the part, and homing X/Y drags it across the part unless it was first lifted
+    /// clear of the highest deposit.
+    fn check_homing(&mut self, line: u32, cmd: &Command) {
+        let Some(top) = self.machine.analysis().bbox_extrude.map(|b| b.max[2]) else {
+            return;
+        };
+        let homes_z =
+            cmd.param(b'Z').is_some() || (cmd.param(b'X').is_none() && cmd.param(b'Y').is_none());
+        let z = self.machine.native()[2];
+        let clear = top + HOMING_CLEARANCE_MM;
+        if homes_z {
+            self.push(
+                Reason::new(ReasonCode::DsHomeMidPrint)
+                    .at(line)
+                    .value(Evidence::Text(cmd.canonical()))
+                    .limit(Evidence::Text(
+                        "no Z homing once material is deposited".into(),
+                    )),
+            );
+        } else if z < clear {
+            self.push(
+                Reason::new(ReasonCode::DsHomeMidPrint)
+                    .at(line)
+                    .value(Evidence::Num(z))
+                    .limit(Evidence::Num(clear)),
             );
         }
     }

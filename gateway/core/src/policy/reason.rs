@@ -64,6 +64,7 @@ pub enum ReasonCode {
     DsFirstLayerHeight,
     DsLayerHeight,
     DsTooManyLayers,
+    DsHomeMidPrint,
     DsDoseOutOfTolerance,
     RxPolicyMismatch,
 }
@@ -157,6 +158,10 @@ impl ReasonCode {
             }
             Self::DsLayerHeight => ("DS_LAYER_HEIGHT", "layer height outside range"),
             Self::DsTooManyLayers => ("DS_TOO_MANY_LAYERS", "more layers than allowed"),
+            Self::DsHomeMidPrint => (
+                "DS_HOME_MID_PRINT",
+                "homing after printing started would drive the nozzle through the part",
+            ),
             Self::DsDoseOutOfTolerance => (
                 "DS_DOSE_OUT_OF_TOLERANCE",
                 "estimated dose per unit outside the prescription's tolerance",
