@@ -29,6 +29,10 @@ use super::{Command, Position};
 
 /// Marlin's feed rate at boot, mm/s (1500 mm/min).
 const BOOT_FEED_MM_S: f64 = 25.0;
+/// Deposits closer than this in XY belong to the same printed unit, mm.
+pub const UNIT_GAP_MM: f64 = 2.0;
+/// Most separate islands tracked (memory bound); more are counted as one extra.
+pub const MAX_ISLANDS: usize = 1024;
 /// Most distinct layer heights remembered (memory bound); more are counted as overflow.
 pub const MAX_TRACKED_LAYERS: usize = 100_000;
 
@@ -135,6 +139,11 @@ pub struct Analysis {
     pub path_mm: f64,
     /// Estimated time (moves + dwell; no acceleration, no heat-up), s.
     pub est_time_s: f64,
+    /// Separate printed islands (units) found from where material went: deposits closer than
+    /// [`UNIT_GAP_MM`] in XY belong to the same unit.
+    pub units_found: u32,
+    /// Estimated API dose of each island, mg, ordered by position (lowest X, then Y).
+    pub unit_doses_mg: Vec<f64>,
 }
 
 /// Which heater a temperature command sets.
@@ -219,7 +228,35 @@ pub struct Machine {
     layer_z_um: BTreeSet<i64>,
     last_layer_um: Option<i64>,
     layers_overflow: u32,
+    islands: Vec<Island>,
     a: Analysis,
+}
+
+/// One printed island: its XY extent and the filament deposited in it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Island {
+    min: [f64; 2],
+    max: [f64; 2],
+    filament_mm: f64,
+}
+
+impl Island {
+    fn near(&self, p: [f64; 2]) -> bool {
+        p[0] >= self.min[0] - UNIT_GAP_MM
+            && p[0] <= self.max[0] + UNIT_GAP_MM
+            && p[1] >= self.min[1] - UNIT_GAP_MM
+            && p[1] <= self.max[1] + UNIT_GAP_MM
+    }
+    fn overlaps(&self, o: &Self) -> bool {
+        self.min[0] - UNIT_GAP_MM <= o.max[0]
+            && o.min[0] <= self.max[0] + UNIT_GAP_MM
+            && self.min[1] - UNIT_GAP_MM <= o.max[1]
+            && o.min[1] <= self.max[1] + UNIT_GAP_MM
+    }
+    fn include(&mut self, p: [f64; 2]) {
+        self.min = [self.min[0].min(p[0]), self.min[1].min(p[1])];
+        self.max = [self.max[0].max(p[0]), self.max[1].max(p[1])];
+    }
 }
 
 fn dist(a: [f64; 3], b: [f64; 3]) -> f64 {
@@ -248,6 +285,7 @@ impl Machine {
             layer_z_um: BTreeSet::new(),
             last_layer_um: None,
             layers_overflow: 0,
+            islands: Vec::new(),
             a: Analysis {
                 units: mass.units,
                 ..Analysis::default()
@@ -519,6 +557,7 @@ impl Machine {
         if deposited_mm > 0.0 {
             BoundingBox::include(&mut self.a.bbox_extrude, from);
             BoundingBox::include(&mut self.a.bbox_extrude, to);
+            self.note_island([from[0], from[1]], [to[0], to[1]], deposited_mm);
             if length_mm > 0.0 {
                 self.note_layer(to[2]);
             }
@@ -534,6 +573,44 @@ impl Machine {
             moves_axes,
             has_e: e_mm.is_some(),
         }
+    }
+
+    /// Adds a deposit to the island it touches (merging islands it joins), or starts one.
+    fn note_island(&mut self, from: [f64; 2], to: [f64; 2], filament_mm: f64) {
+        let hit = self.islands.iter().position(|i| i.near(from) || i.near(to));
+        let Some(k) = hit else {
+            if self.islands.len() < MAX_ISLANDS {
+                let mut island = Island {
+                    min: from,
+                    max: from,
+                    filament_mm,
+                };
+                island.include(to);
+                self.islands.push(island);
+            } else if let Some(last) = self.islands.last_mut() {
+                // Beyond the bound: lumped into the last island (the count is then wrong anyway
+                // and the unit-count check refuses the program).
+                last.filament_mm += filament_mm;
+            }
+            return;
+        };
+        let mut grown = self.islands.swap_remove(k);
+        grown.include(from);
+        grown.include(to);
+        grown.filament_mm += filament_mm;
+        // Merge every island the grown one now reaches.
+        let mut j = 0;
+        while let Some(other) = self.islands.get(j) {
+            if grown.overlaps(other) {
+                let o = self.islands.swap_remove(j);
+                grown.include(o.min);
+                grown.include(o.max);
+                grown.filament_mm += o.filament_mm;
+            } else {
+                j += 1;
+            }
+        }
+        self.islands.push(grown);
     }
 
     #[expect(
@@ -562,6 +639,15 @@ impl Machine {
         a.volume_mm3 = a.filament_mm * m.area_mm2;
         a.mass_mg = a.volume_mm3 * m.density_mg_mm3;
         a.api_mg = a.mass_mg * m.api_fraction;
+        let per_mm = m.area_mm2 * m.density_mg_mm3 * m.api_fraction;
+        a.units_found = u32::try_from(self.islands.len()).unwrap_or(u32::MAX);
+        let mut islands = self.islands.clone();
+        islands.sort_by(|p, q| {
+            p.min[0]
+                .total_cmp(&q.min[0])
+                .then(p.min[1].total_cmp(&q.min[1]))
+        });
+        a.unit_doses_mg = islands.iter().map(|i| i.filament_mm * per_mm).collect();
         a.dose_mg = if m.units == 0 {
             a.api_mg
         } else {

@@ -149,6 +149,7 @@ struct Seen {
 pub struct ProgramChecker<'p> {
     policy: &'p Policy,
     window_mg: (f64, f64),
+    units: u32,
     parser: Parser,
     machine: Machine,
     hasher: Sha256,
@@ -172,6 +173,7 @@ impl<'p> ProgramChecker<'p> {
         let mut c = Self {
             policy,
             window_mg: rx.dose_window_mg(),
+            units: rx.units,
             parser: Parser::new(),
             machine: Machine::new(mass, policy.bed().home_mm),
             hasher: Sha256::new(),
@@ -666,6 +668,25 @@ impl<'p> ProgramChecker<'p> {
                 Reason::new(ReasonCode::DsDoseOutOfTolerance)
                     .value(Evidence::Num(a.dose_mg))
                     .limit(Evidence::Range(lo, hi)),
+            );
+        }
+        // Each unit on its own: the total can be right while one unit is short and material
+        // sits elsewhere.
+        if a.units_found == self.units {
+            for (i, &d) in a.unit_doses_mg.iter().enumerate() {
+                if !(lo..=hi).contains(&d) {
+                    self.push(
+                        Reason::new(ReasonCode::DsUnitDoseOutOfTolerance)
+                            .value(Evidence::Text(format!("unit {}: {d:.4} mg", i + 1)))
+                            .limit(Evidence::Range(lo, hi)),
+                    );
+                }
+            }
+        } else {
+            self.push(
+                Reason::new(ReasonCode::DsUnitCount)
+                    .value(Evidence::Num(f64::from(a.units_found)))
+                    .limit(Evidence::Num(f64::from(self.units))),
             );
         }
     }

@@ -66,6 +66,8 @@ pub enum ReasonCode {
     DsTooManyLayers,
     DsHomeMidPrint,
     DsDoseOutOfTolerance,
+    DsUnitCount,
+    DsUnitDoseOutOfTolerance,
     RxPolicyMismatch,
 }
 
@@ -76,6 +78,7 @@ impl ReasonCode {
     }
 
     /// The code and a one-line explanation for people.
+    #[expect(clippy::too_many_lines, reason = "one entry per code, a flat table")]
     pub fn describe(self) -> (&'static str, &'static str) {
         match self {
             Self::GcodeLineTooLong => ("GCODE_LINE_TOO_LONG", "line longer than the limit"),
@@ -165,6 +168,14 @@ impl ReasonCode {
             Self::DsDoseOutOfTolerance => (
                 "DS_DOSE_OUT_OF_TOLERANCE",
                 "estimated dose per unit outside the prescription's tolerance",
+            ),
+            Self::DsUnitCount => (
+                "DS_UNIT_COUNT",
+                "the program prints another number of separate units than prescribed",
+            ),
+            Self::DsUnitDoseOutOfTolerance => (
+                "DS_UNIT_DOSE_OUT_OF_TOLERANCE",
+                "one unit's estimated dose outside the prescription's tolerance",
             ),
             Self::RxPolicyMismatch => (
                 "RX_POLICY_MISMATCH",
