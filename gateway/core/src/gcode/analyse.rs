@@ -13,7 +13,8 @@
 //! printed, and a "prime" larger than the retraction counts in full — `G92 E` resets and relative
 //! tricks change nothing because only deltas are summed. This equals PrusaSlicer's
 //! `filament used [mm]`. Mass = deposited × cross-section × density; dose = mass × API fraction ÷
-//! units.
+//! units. Deposits are also grouped into printed islands (XY extents closer than [`UNIT_GAP_MM`]
+//! merge), so each unit's own dose is known, not only the average.
 //!
 //! Time is a simple estimate: each move's length (XYZ, or E for extruder-only moves) divided by
 //! its feed rate, plus dwell. Acceleration, jerk and the printer's feed-rate caps are ignored and
