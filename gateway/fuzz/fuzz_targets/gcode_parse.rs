@@ -8,6 +8,7 @@ use dosegate_core::gcode::parse::parse_line;
 use dosegate_core::policy::{self, Policy};
 use dosegate_core::prescription::Prescription;
 use libfuzzer_sys::fuzz_target;
+use std::sync::OnceLock;
 
 const POLICY: &str = include_str!("../../../policies/fdm-hctz-printlet.toml");
 const RX: &str = include_str!("../../core/tests/data/gcode/rx-corpus.toml");
@@ -36,8 +37,14 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(&again.canonical(), text);
         }
     }
-    let policy = Policy::from_toml(POLICY).expect("shipped policy");
-    let rx = Prescription::from_toml(RX).expect("corpus prescription");
-    let report = policy::check(&policy, &rx, program);
+    // Parsed once: the TOML parsing would otherwise dominate every run.
+    static LOADED: OnceLock<(Policy, Prescription)> = OnceLock::new();
+    let (policy, rx) = LOADED.get_or_init(|| {
+        (
+            Policy::from_toml(POLICY).expect("shipped policy"),
+            Prescription::from_toml(RX).expect("corpus prescription"),
+        )
+    });
+    let report = policy::check(policy, rx, program);
     assert!(report.reasons.len() <= policy::MAX_REASONS);
 });
