@@ -4,5 +4,9 @@
 //! (`main.rs`) only parses arguments and dispatches here, and integration tests drive the same
 //! code.
 
+pub mod balance;
 pub mod cmd;
+pub mod cpv_store;
+pub mod spectra;
+pub mod spectrometer;
 pub mod verify;
