@@ -23,6 +23,7 @@
 
 pub mod cbor;
 pub mod envelope;
+pub mod fleet;
 pub mod gcode;
 pub mod job;
 pub mod policy;
