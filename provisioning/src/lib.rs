@@ -5,3 +5,6 @@
 
 pub mod hub;
 pub mod sign_job;
+pub mod broker;
+pub mod fleet;
+pub mod pki;

@@ -6,3 +6,4 @@
 
 pub mod cmd;
 pub mod verify;
+pub mod mqtt;
