@@ -328,7 +328,11 @@ impl HubService {
                 let dir = self.gateway_dir(gw).join("events");
                 fs::create_dir_all(&dir)?;
                 // Durable before any receipt covers it.
-                write_atomic(&dir.join(format!("{:020}.cose", header.seq)), payload, false)?;
+                write_atomic(
+                    &dir.join(format!("{:020}.cose", header.seq)),
+                    payload,
+                    false,
+                )?;
                 events.push(HubEvent::Stored {
                     gateway: name.clone(),
                     seq: header.seq,

@@ -3,8 +3,8 @@
 //! verification) come from `dosegate-core`, so the hub and the gateway can never disagree about
 //! what a signed object means.
 
-pub mod hub;
-pub mod sign_job;
 pub mod broker;
 pub mod fleet;
+pub mod hub;
 pub mod pki;
+pub mod sign_job;

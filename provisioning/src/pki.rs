@@ -101,7 +101,10 @@ impl Pki {
     /// Creates the CA under `dir` (refuses if one exists).
     pub fn init(dir: &Path, now_unix: u64) -> Result<Self> {
         if dir.join("ca.pem").exists() {
-            bail!("{} already holds a fleet CA; refusing to replace it", dir.display());
+            bail!(
+                "{} already holds a fleet CA; refusing to replace it",
+                dir.display()
+            );
         }
         fs::create_dir_all(dir.join("gateways"))?;
         let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
@@ -116,7 +119,10 @@ impl Pki {
     /// Opens an existing PKI directory.
     pub fn open(dir: &Path) -> Result<Self> {
         if !dir.join("ca.pem").is_file() {
-            bail!("{} holds no fleet CA (run `dosegate-hub pki-init`)", dir.display());
+            bail!(
+                "{} holds no fleet CA (run `dosegate-hub pki-init`)",
+                dir.display()
+            );
         }
         Ok(Self {
             dir: dir.to_path_buf(),

@@ -5,5 +5,5 @@
 //! code.
 
 pub mod cmd;
-pub mod verify;
 pub mod mqtt;
+pub mod verify;

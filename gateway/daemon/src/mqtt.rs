@@ -452,9 +452,7 @@ async fn publish_birth(
         reason: e.to_string(),
     })?;
     let topic = Topic::Spoke(config.gateway.clone(), SpokeTopic::Birth).name();
-    client
-        .publish(topic, QoS::AtLeastOnce, true, birth)
-        .await?;
+    client.publish(topic, QoS::AtLeastOnce, true, birth).await?;
     Ok(())
 }
 
