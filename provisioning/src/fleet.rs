@@ -139,6 +139,19 @@ pub enum HubEvent {
     },
 }
 
+/// What the hub holds for one gateway.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GatewayStatus {
+    /// The gateway.
+    pub gateway: String,
+    /// Records stored.
+    pub stored: usize,
+    /// The last seq of the contiguous run (what receipts cover).
+    pub covered_seq: Option<u64>,
+    /// Its hash, hex.
+    pub covered_hash: Option<String>,
+}
+
 /// The hub's fleet service: its store, inbox and signing keys.
 #[derive(Debug)]
 pub struct HubService {
@@ -192,6 +205,32 @@ impl HubService {
             jobs_keys,
             receipts_sent: BTreeMap::new(),
         })
+    }
+
+    /// What the hub holds for each gateway, from the inbox.
+    pub fn status(&self) -> Vec<GatewayStatus> {
+        let mut rows = Vec::new();
+        let Ok(dirs) = fs::read_dir(&self.dir) else {
+            return rows;
+        };
+        let mut ids: Vec<GatewayId> = dirs
+            .filter_map(|d| {
+                d.ok()?
+                    .file_name()
+                    .to_str()
+                    .and_then(|n| GatewayId::new(n).ok())
+            })
+            .collect();
+        ids.sort();
+        for gw in ids {
+            rows.push(GatewayStatus {
+                stored: self.inbox.stored(&gw),
+                covered_seq: self.inbox.covered(&gw).map(|(s, _)| s),
+                covered_hash: self.inbox.covered(&gw).map(|(_, h)| hex::encode(h)),
+                gateway: gw.to_string(),
+            });
+        }
+        rows
     }
 
     /// The inbox (for reports and tests).

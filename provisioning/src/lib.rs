@@ -5,6 +5,7 @@
 
 pub mod broker;
 pub mod fleet;
+pub mod fleet_cmd;
 pub mod hub;
 pub mod pki;
 pub mod sign_job;

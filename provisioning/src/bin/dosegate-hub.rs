@@ -34,6 +34,8 @@ enum Command {
     Init(InitArgs),
     /// Sign a job for one gateway from a prescription (TOML) and the slicer's G-code.
     SignJob(SignJobArgs),
+    /// The fleet link: PKI, broker configuration, serving events and receipts, jobs, commands.
+    Fleet(dosegate_provisioning::fleet_cmd::FleetArgs),
     /// Show the hub's trust root (keys, roles, thresholds, expiry).
     ShowRoot {
         /// The hub home.
@@ -166,6 +168,7 @@ fn run(cli: Cli) -> Result<()> {
                 );
             }
         }
+        Command::Fleet(a) => dosegate_provisioning::fleet_cmd::run(a)?,
         Command::ShowRoot { hub } => {
             let home = HubHome::open(&hub)?;
             let root = home.trusted_root(now()?).context("trust root")?;
