@@ -525,3 +525,6 @@ pub async fn publish_once(
 pub fn hub_client_id() -> &'static str {
     HUB_CLIENT_CN
 }
+
+#[cfg(test)]
+mod tests;
