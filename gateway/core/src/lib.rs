@@ -21,11 +21,13 @@
     clippy::indexing_slicing
 )]
 
+pub mod attest;
 pub mod cbor;
 pub mod envelope;
 pub mod fleet;
 pub mod gcode;
 pub mod job;
+pub mod ledger;
 pub mod policy;
 pub mod prescription;
 pub mod printlet;

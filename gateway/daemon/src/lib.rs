@@ -6,4 +6,7 @@
 
 pub mod cmd;
 pub mod mqtt;
+pub mod ledger;
+pub mod store;
+pub mod tpm;
 pub mod verify;
