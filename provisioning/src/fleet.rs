@@ -425,7 +425,10 @@ pub async fn serve(
     stop: impl Future<Output = ()>,
 ) -> Result<HubService> {
     let (client, mut eventloop) = AsyncClient::new(options, 4096);
-    let (tx, mut rx) = mpsc::channel::<Option<(String, Vec<u8>)>>(4096);
+    // Unbounded on purpose: the poller must never wait on the handler, or a handler waiting for
+    // room in the client's request queue (drained only by the poller) would deadlock both. The
+    // broker's flow control bounds what arrives.
+    let (tx, mut rx) = mpsc::unbounded_channel::<Option<(String, Vec<u8>)>>();
     let poller = tokio::spawn(async move {
         loop {
             let item = match eventloop.poll().await {
@@ -442,7 +445,7 @@ pub async fn serve(
                 }
             };
             if let Some(item) = item
-                && tx.send(item).await.is_err()
+                && tx.send(item).is_err()
             {
                 break;
             }

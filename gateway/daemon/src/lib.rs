@@ -5,8 +5,8 @@
 //! code.
 
 pub mod cmd;
-pub mod mqtt;
 pub mod ledger;
+pub mod mqtt;
 pub mod store;
 pub mod tpm;
 pub mod verify;

@@ -25,6 +25,8 @@ enum Command {
     Ledger(cmd::ledger::Args),
     /// Check a G-code file against a policy and a prescription (exit 0 accept, 1 reject, 2 error).
     CheckGcode(cmd::check_gcode::Args),
+    /// The fleet link: deliver ledger records to the hub over mTLS MQTT until receipted.
+    Fleet(cmd::fleet::Args),
 }
 
 fn main() -> ExitCode {
@@ -33,6 +35,7 @@ fn main() -> ExitCode {
         Command::CheckJob(args) => cmd::check_job::run(args),
         Command::Ledger(args) => cmd::ledger::run(args),
         Command::CheckGcode(args) => cmd::check_gcode::run(args),
+        Command::Fleet(args) => cmd::fleet::run(args),
     };
     match result {
         Ok(code) => code,

@@ -285,6 +285,8 @@ pub struct LinkStatus {
     pub published: u64,
     /// Receipts or commands refused (bad signature, wrong hash…).
     pub refused: u64,
+    /// The bytes of the last receipt accepted (to keep beside the ledger across restarts).
+    pub receipt: Option<Vec<u8>>,
 }
 
 fn now_ms() -> u64 {
@@ -316,12 +318,15 @@ pub async fn run(
     let options = mqtt_options(&config, tls, bd)?;
     let (client, mut eventloop) = AsyncClient::new(options, 1024);
 
-    let (to_link, mut from_broker) = mpsc::channel::<FromBroker>(1024);
+    // Unbounded on purpose: the poller must never wait on the link loop, or a loop waiting for
+    // room in the client's request queue (drained only by the poller) would deadlock both. The
+    // broker's flow control bounds what arrives.
+    let (to_link, mut from_broker) = mpsc::unbounded_channel::<FromBroker>();
     let poller = tokio::spawn(async move {
         loop {
             match eventloop.poll().await {
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                    if to_link.send(FromBroker::Connected).await.is_err() {
+                    if to_link.send(FromBroker::Connected).is_err() {
                         break;
                     }
                 }
@@ -329,7 +334,6 @@ pub async fn run(
                     let topic = String::from_utf8_lossy(&p.topic).into_owned();
                     if to_link
                         .send(FromBroker::Message(topic, p.payload.to_vec()))
-                        .await
                         .is_err()
                     {
                         break;
@@ -338,7 +342,7 @@ pub async fn run(
                 Ok(_) => {}
                 Err(e) => {
                     tracing::debug!(error = %e, "fleet link connection lost");
-                    if to_link.send(FromBroker::Disconnected).await.is_err() {
+                    if to_link.send(FromBroker::Disconnected).is_err() {
                         break;
                     }
                     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -473,7 +477,12 @@ async fn handle_message(
                 .map_err(|e| e.to_string())
                 .and_then(|r| outbox.on_receipt(&r).map_err(|e| e.to_string()))
             {
-                Ok(n) => tracing::debug!(covered = n, "receipt accepted"),
+                Ok(n) => {
+                    tracing::debug!(covered = n, "receipt accepted");
+                    if n > 0 {
+                        st.receipt = Some(payload);
+                    }
+                }
                 Err(e) => {
                     st.refused += 1;
                     tracing::warn!(error = %e, "receipt refused");

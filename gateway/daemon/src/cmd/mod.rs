@@ -2,4 +2,5 @@
 
 pub mod check_gcode;
 pub mod check_job;
+pub mod fleet;
 pub mod ledger;
