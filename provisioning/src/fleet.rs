@@ -139,6 +139,9 @@ pub enum HubEvent {
     },
 }
 
+/// A message the hub must publish: (topic, payload, retain).
+pub type Outgoing = (String, Vec<u8>, bool);
+
 /// What the hub holds for one gateway.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct GatewayStatus {
@@ -262,7 +265,7 @@ impl HubService {
         &mut self,
         topic: &str,
         payload: &[u8],
-    ) -> Result<(Vec<(String, Vec<u8>, bool)>, Vec<HubEvent>)> {
+    ) -> Result<(Vec<Outgoing>, Vec<HubEvent>)> {
         let mut out = Vec::new();
         let mut events = Vec::new();
         let Ok(Topic::Spoke(gw, kind)) = Topic::parse(topic) else {
@@ -333,7 +336,7 @@ impl HubService {
         Ok((out, events))
     }
 
-    fn ack(&mut self, gw: &GatewayId, seq: u64, hash: [u8; 32]) -> Result<(String, Vec<u8>, bool)> {
+    fn ack(&mut self, gw: &GatewayId, seq: u64, hash: [u8; 32]) -> Result<Outgoing> {
         self.receipts_sent.insert(gw.clone(), seq);
         Ok((
             Topic::Spoke(gw.clone(), SpokeTopic::Ack).name(),
@@ -347,7 +350,7 @@ impl HubService {
         gw: &GatewayId,
         payload: &[u8],
         header: &EntryHeader,
-        out: &mut Vec<(String, Vec<u8>, bool)>,
+        out: &mut Vec<Outgoing>,
         events: &mut Vec<HubEvent>,
     ) -> Result<()> {
         let name = gw.to_string();
@@ -409,7 +412,7 @@ impl HubService {
 }
 
 /// A command message for `gw`: (topic, payload, retain).
-pub fn command(gw: &GatewayId, op: Command) -> Result<(String, Vec<u8>, bool)> {
+pub fn command(gw: &GatewayId, op: Command) -> Result<Outgoing> {
     Ok((
         Topic::Spoke(gw.clone(), SpokeTopic::Cmd).name(),
         HubCommand::new(op).to_cbor()?,

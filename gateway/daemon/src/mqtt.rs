@@ -70,7 +70,13 @@ pub enum MqttError {
     },
     /// The MQTT client's request queue is gone (the event loop stopped).
     #[error("MQTT client: {0}")]
-    Client(#[from] rumqttc::v5::ClientError),
+    Client(#[source] Box<rumqttc::v5::ClientError>),
+}
+
+impl From<rumqttc::v5::ClientError> for MqttError {
+    fn from(e: rumqttc::v5::ClientError) -> Self {
+        Self::Client(Box::new(e))
+    }
 }
 
 /// A [`Signer`] (TPM or file key) as the rustls key of the TLS client certificate.
@@ -363,10 +369,7 @@ pub async fn run(
     let result = loop {
         // Publish whatever the outbox has, while connected.
         let mut failed = None;
-        while connected {
-            let Some(out) = outbox.poll_publish(now_ms()) else {
-                break;
-            };
+        while let Some(out) = connected.then(|| outbox.poll_publish(now_ms())).flatten() {
             if let Err(e) = client
                 .publish(evt_topic.clone(), QoS::AtLeastOnce, false, out.bytes)
                 .await

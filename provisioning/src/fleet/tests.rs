@@ -47,7 +47,7 @@ fn receipt_seq(out: &[(String, Vec<u8>, bool)]) -> Option<u64> {
             assert!(retain, "receipts are retained");
             receipt::decode_unverified(p).unwrap().seq
         })
-        .last()
+        .next_back()
 }
 
 #[test]
