@@ -118,6 +118,18 @@ struct Summary {
     record_seconds: f64,
     delivered_seconds: f64,
     records_per_second: f64,
+    /// From the last record made durable to the receipt covering it, ms.
+    last_receipt_ms: f64,
+    /// Peak resident memory of this process (Linux `VmHWM`), KiB.
+    peak_rss_kib: Option<u64>,
+}
+
+fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
 fn now_ms() -> u64 {
@@ -340,6 +352,8 @@ fn exercise(args: &ExerciseArgs) -> Result<ExitCode> {
             record_seconds,
             delivered_seconds,
             records_per_second: recorded_now as f64 / delivered_seconds,
+            last_receipt_ms: (delivered_seconds - record_seconds) * 1000.0,
+            peak_rss_kib: peak_rss_kib(),
         };
         if json {
             println!("{}", serde_json::to_string(&summary)?);
