@@ -700,3 +700,96 @@ async fn gateway_killed_mid_job_every_record_reaches_the_hub_exactly_once_and_ve
     }
     assert_eq!(verifier.finish().head().next_seq, n as u64);
 }
+
+#[tokio::test]
+async fn jobs_and_commands_from_the_hub_reach_the_gateway_and_forged_receipts_do_not_count() {
+    let Some(bin) = require_mosquitto("jobs and commands") else {
+        return;
+    };
+    let fleet = Fleet::new(bin, &["gw-a"]);
+    let (ledger_tx, ledger_rx) = mpsc::channel(16);
+    let (inbound_tx, mut inbound) = mpsc::channel::<Inbound>(16);
+    let (status_tx, mut status) = watch::channel(LinkStatus::default());
+    let (gw_stop, gw_stop_rx) = oneshot::channel::<()>();
+    let link = tokio::spawn(mqtt::run(
+        fleet.link_config("gw-a"),
+        fleet.gateway_tls("gw-a"),
+        fleet.root(),
+        Outbox::new(OutboxConfig::default(), 0),
+        ledger_rx,
+        inbound_tx,
+        status_tx,
+        async {
+            let _ = gw_stop_rx.await;
+        },
+    ));
+    wait_status(&mut status, Duration::from_secs(10), |s| s.connected).await;
+    // Subscriptions are sent right after CONNACK; give the broker a moment to apply them.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let gw = GatewayId::new("gw-a").unwrap();
+    let publish = |topic: String, payload: Vec<u8>| {
+        fleet::publish_once(
+            fleet.hub_options(HUB_PUBLISHER_CN),
+            topic,
+            payload,
+            Duration::from_secs(5),
+        )
+    };
+
+    let job = b"a signed job would be here".to_vec();
+    publish(format!("spoke/{gw}/down/job"), job.clone())
+        .await
+        .unwrap();
+    let (topic, payload, _) = fleet::command(&gw, HubOp::Attest([9; 32])).unwrap();
+    publish(topic, payload).await.unwrap();
+    let (topic, payload, _) = fleet::command(&gw, HubOp::Abort("job-1".into())).unwrap();
+    publish(topic, payload).await.unwrap();
+    let mut got = Vec::new();
+    while got.len() < 3 {
+        got.push(
+            tokio::time::timeout(Duration::from_secs(5), inbound.recv())
+                .await
+                .expect("inbound message")
+                .unwrap(),
+        );
+    }
+    assert_eq!(
+        got,
+        [
+            Inbound::Job(job),
+            Inbound::Attest([9; 32]),
+            Inbound::Abort("job-1".into())
+        ]
+    );
+
+    // One record goes out; a receipt signed by a key outside the jobs role is refused and the
+    // record stays in the outbox; the genuine receipt then clears it.
+    let entry = chain("gw-a", 1).remove(0);
+    ledger_tx.send(entry.clone()).await.unwrap();
+    wait_status(&mut status, Duration::from_secs(5), |s| s.published >= 1).await;
+    let payload = dosegate_core::fleet::ReceiptPayload {
+        v: dosegate_core::fleet::FLEET_FORMAT_VERSION,
+        gw: gw.clone(),
+        seq: 0,
+        hash: entry.hash,
+        time: 0,
+    };
+    let forger = SoftwareKey::from_bytes(&[0x77; 32]).unwrap();
+    let forged = dosegate_core::fleet::receipt::sign(&payload, &[&forger]).unwrap();
+    publish(format!("spoke/{gw}/down/ack"), forged)
+        .await
+        .unwrap();
+    let s = wait_status(&mut status, Duration::from_secs(5), |s| s.refused >= 1).await;
+    assert_eq!((s.backlog, s.receipted), (1, None));
+    let keys = fleet.hub.role_keys(Role::Jobs, &fleet.root()).unwrap();
+    let genuine = dosegate_core::fleet::receipt::sign(&payload, &[&keys[0]]).unwrap();
+    publish(format!("spoke/{gw}/down/ack"), genuine)
+        .await
+        .unwrap();
+    wait_status(&mut status, Duration::from_secs(5), |s| {
+        s.backlog == 0 && s.receipted == Some((0, entry.hash))
+    })
+    .await;
+    gw_stop.send(()).unwrap();
+    link.await.unwrap().unwrap();
+}
