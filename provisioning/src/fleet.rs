@@ -161,8 +161,15 @@ pub struct HubService {
     dir: PathBuf,
     inbox: Inbox,
     jobs_keys: Vec<SoftwareKey>,
-    receipts_sent: BTreeMap<GatewayId, u64>,
+    /// Per gateway: the last receipt sent (seq, time ms), to damp repeats on duplicates.
+    receipts_sent: BTreeMap<GatewayId, (u64, u64)>,
+    /// Per gateway: the last resend-from asked (seq, time ms), so a burst of records past one
+    /// gap asks once, not once per record (each ask rewinds the gateway: that would amplify).
+    resend_asked: BTreeMap<GatewayId, (u64, u64)>,
 }
+
+/// A repeated receipt or resend-from for the same seq goes out at most this often, ms.
+pub const REPEAT_INTERVAL_MS: u64 = 1000;
 
 fn now_ms() -> u64 {
     SystemTime::now()
@@ -207,6 +214,7 @@ impl HubService {
             inbox,
             jobs_keys,
             receipts_sent: BTreeMap::new(),
+            resend_asked: BTreeMap::new(),
         })
     }
 
@@ -298,11 +306,7 @@ impl HubService {
                         next: birth.head.next,
                     });
                     if let Some(from) = self.inbox.missing_from(&gw, birth.head.next) {
-                        out.push(command(&gw, Command::ResendFrom(from))?);
-                        events.push(HubEvent::ResendAsked {
-                            gateway: name.clone(),
-                            from,
-                        });
+                        self.ask_resend(&gw, from, &mut out, &mut events)?;
                     }
                     if let Some((seq, hash)) = self.inbox.covered(&gw) {
                         out.push(self.ack(&gw, seq, hash)?);
@@ -336,8 +340,47 @@ impl HubService {
         Ok((out, events))
     }
 
+    /// A resend-from `from`, unless the same was asked less than [`REPEAT_INTERVAL_MS`] ago.
+    fn ask_resend(
+        &mut self,
+        gw: &GatewayId,
+        from: u64,
+        out: &mut Vec<Outgoing>,
+        events: &mut Vec<HubEvent>,
+    ) -> Result<()> {
+        let now = now_ms();
+        if let Some((seq, at)) = self.resend_asked.get(gw)
+            && *seq == from
+            && now.saturating_sub(*at) < REPEAT_INTERVAL_MS
+        {
+            return Ok(());
+        }
+        self.resend_asked.insert(gw.clone(), (from, now));
+        out.push(command(gw, Command::ResendFrom(from))?);
+        events.push(HubEvent::ResendAsked {
+            gateway: gw.to_string(),
+            from,
+        });
+        Ok(())
+    }
+
+    /// The current receipt again, unless the same was sent less than [`REPEAT_INTERVAL_MS`] ago.
+    fn repeat_ack(&mut self, gw: &GatewayId, out: &mut Vec<Outgoing>) -> Result<()> {
+        let Some((seq, hash)) = self.inbox.covered(gw) else {
+            return Ok(());
+        };
+        if let Some((sent, at)) = self.receipts_sent.get(gw)
+            && *sent == seq
+            && now_ms().saturating_sub(*at) < REPEAT_INTERVAL_MS
+        {
+            return Ok(());
+        }
+        out.push(self.ack(gw, seq, hash)?);
+        Ok(())
+    }
+
     fn ack(&mut self, gw: &GatewayId, seq: u64, hash: [u8; 32]) -> Result<Outgoing> {
-        self.receipts_sent.insert(gw.clone(), seq);
+        self.receipts_sent.insert(gw.clone(), (seq, now_ms()));
         Ok((
             Topic::Spoke(gw.clone(), SpokeTopic::Ack).name(),
             self.receipt(gw, seq, hash)?,
@@ -360,11 +403,9 @@ impl HubService {
                     gateway: name,
                     seq: header.seq,
                 });
-                // The gateway evidently lacks the receipt: send the current one again (at most
-                // once per new covered seq is enough, but repeating is harmless).
-                if let Some((seq, hash)) = self.inbox.covered(gw) {
-                    out.push(self.ack(gw, seq, hash)?);
-                }
+                // The gateway evidently lacks the receipt: send the current one again, at most
+                // once per REPEAT_INTERVAL_MS (a re-sent burst must not become a receipt burst).
+                self.repeat_ack(gw, out)?;
             }
             Ok(Received::New { covered, gap_from }) => {
                 let dir = self.gateway_dir(gw).join("events");
@@ -387,11 +428,7 @@ impl HubService {
                     });
                 }
                 if let Some(from) = gap_from {
-                    out.push(command(gw, Command::ResendFrom(from))?);
-                    events.push(HubEvent::ResendAsked {
-                        gateway: name,
-                        from,
-                    });
+                    self.ask_resend(gw, from, out, events)?;
                 }
             }
             Err(e) => {

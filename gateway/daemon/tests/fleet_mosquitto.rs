@@ -474,6 +474,25 @@ async fn wait_status(
     }
 }
 
+fn spawn_hub(
+    fleet: &Fleet,
+    report: mpsc::UnboundedSender<HubEvent>,
+) -> (
+    oneshot::Sender<()>,
+    tokio::task::JoinHandle<anyhow::Result<HubService>>,
+) {
+    let (stop, stop_rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(fleet::serve(
+        fleet.hub_service(),
+        fleet.hub_options(HUB_CLIENT_CN),
+        report,
+        async {
+            let _ = stop_rx.await;
+        },
+    ));
+    (stop, task)
+}
+
 #[tokio::test]
 async fn broker_killed_mid_stream_every_event_reaches_the_hub_exactly_once() {
     const N: u64 = 300;
@@ -482,17 +501,8 @@ async fn broker_killed_mid_stream_every_event_reaches_the_hub_exactly_once() {
     };
     let mut fleet = Fleet::new(bin, &["gw-a"]);
     let entries = chain("gw-a", N);
-
-    let (hub_stop, hub_stop_rx) = oneshot::channel::<()>();
     let (report_tx, mut report) = mpsc::unbounded_channel();
-    let hub = tokio::spawn(fleet::serve(
-        fleet.hub_service(),
-        fleet.hub_options(HUB_CLIENT_CN),
-        report_tx,
-        async {
-            let _ = hub_stop_rx.await;
-        },
-    ));
+    let (hub_stop, hub) = spawn_hub(&fleet, report_tx.clone());
 
     let (ledger_tx, ledger_rx) = mpsc::channel(1024);
     let (inbound_tx, _inbound_rx) = mpsc::channel::<Inbound>(16);
@@ -518,21 +528,32 @@ async fn broker_killed_mid_stream_every_event_reaches_the_hub_exactly_once() {
         },
     ));
 
-    // The first half streams in; the broker is killed while it flows.
-    let (first, second) = entries.split_at(usize::try_from(N / 2).unwrap());
+    // 1. A first third streams in while the hub is online.
+    let (first, rest) = entries.split_at(100);
+    let (second, third) = rest.split_at(100);
     for e in first {
         ledger_tx.send(e.clone()).await.unwrap();
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    wait_status(&mut status, Duration::from_secs(30), |s| s.published >= 50).await;
-    fleet.kill_broker();
-    // Entries recorded while the broker is down wait in the outbox.
-    for e in &second[..50] {
+    wait_status(&mut status, Duration::from_secs(30), |s| {
+        s.receipted.is_some_and(|(seq, _)| seq >= 50)
+    })
+    .await;
+    // 2. The hub goes offline; the second third is published and acknowledged by the broker,
+    //    which queues it for the hub's session, and is then SIGKILLed: the queue is lost.
+    hub_stop.send(()).unwrap();
+    hub.await.unwrap().unwrap();
+    for e in second {
         ledger_tx.send(e.clone()).await.unwrap();
     }
+    wait_status(&mut status, Duration::from_secs(30), |s| s.published >= 200).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    fleet.kill_broker();
     tokio::time::sleep(Duration::from_secs(1)).await;
+    // 3. Broker and hub come back; the last third streams in.
     fleet.start_broker();
-    for e in &second[50..] {
+    let (hub_stop, hub) = spawn_hub(&fleet, report_tx);
+    for e in third {
         ledger_tx.send(e.clone()).await.unwrap();
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
@@ -576,7 +597,6 @@ async fn broker_killed_mid_stream_every_event_reaches_the_hub_exactly_once() {
             .join(format!("{:020}.cose", e.seq));
         assert_eq!(std::fs::read(&path).unwrap(), e.bytes);
     }
-    drop(fleet);
 }
 
 fn exercise(fleet: &Fleet, jobs: u64, interval_ms: u64) -> Command {

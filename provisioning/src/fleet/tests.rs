@@ -73,7 +73,11 @@ fn stores_then_receipts_and_ignores_duplicates() {
             seq: 1
         }]
     );
-    // The duplicate means the gateway missed a receipt: the current one goes out again.
+    // A duplicate right after the receipt was sent does not send it again (a re-sent burst must
+    // not turn into a receipt burst); once REPEAT_INTERVAL_MS has passed, it does.
+    assert_eq!(receipt_seq(&out), None);
+    std::thread::sleep(std::time::Duration::from_millis(REPEAT_INTERVAL_MS + 50));
+    let (out, _) = hub.handle(EVT, &records[1]).unwrap();
     assert_eq!(receipt_seq(&out), Some(2));
 }
 
@@ -115,6 +119,9 @@ fn asks_resend_from_on_a_gap_and_on_a_birth_ahead_of_the_store() {
     let records = chain("gw-a", 4);
     hub.handle(EVT, &records[0]).unwrap();
     let (out, _) = hub.handle(EVT, &records[2]).unwrap();
+    // A second record past the same gap does not ask again.
+    let (again, _) = hub.handle(EVT, &records[3]).unwrap();
+    assert!(again.iter().all(|(t, _, _)| t != "spoke/gw-a/down/cmd"));
     let cmd = out
         .iter()
         .find(|(t, _, _)| t == "spoke/gw-a/down/cmd")
@@ -138,6 +145,12 @@ fn asks_resend_from_on_a_gap_and_on_a_birth_ahead_of_the_store() {
         versions: vec![],
         measurements: vec![],
     };
+    // Within REPEAT_INTERVAL_MS the same ask is not repeated; after it, the birth asks again.
+    let (out, _) = hub
+        .handle("spoke/gw-a/up/birth", &birth.to_cbor().unwrap())
+        .unwrap();
+    assert!(out.iter().all(|(t, _, _)| t != "spoke/gw-a/down/cmd"));
+    std::thread::sleep(std::time::Duration::from_millis(REPEAT_INTERVAL_MS + 50));
     let (out, _) = hub
         .handle("spoke/gw-a/up/birth", &birth.to_cbor().unwrap())
         .unwrap();
