@@ -28,6 +28,7 @@ use dosegate_core::fleet::{
     InboxError, MAX_EVENT_MESSAGE_BYTES, MAX_JOB_MESSAGE_BYTES, ReceiptPayload, Received,
     SpokeTopic, Topic, receipt, wire,
 };
+use dosegate_core::ledger::{LedgerTrust, Verifier};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::Packet;
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
@@ -36,6 +37,7 @@ use rustls::ClientConfig;
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde::Serialize;
+use sha2::{Digest as _, Sha256};
 use tokio::sync::mpsc;
 
 use crate::hub::write_atomic;
@@ -149,10 +151,12 @@ pub struct GatewayStatus {
     pub gateway: String,
     /// Records stored.
     pub stored: usize,
-    /// The last seq of the contiguous run (what receipts cover).
+    /// The last seq of the verified contiguous run (what receipts cover).
     pub covered_seq: Option<u64>,
     /// Its hash, hex.
     pub covered_hash: Option<String>,
+    /// Why its ledger failed verification, if it did (no receipts since).
+    pub failed: Option<String>,
 }
 
 /// The hub's fleet service: its store, inbox and signing keys.
@@ -166,6 +170,14 @@ pub struct HubService {
     /// Per gateway: the last resend-from asked (seq, time ms), so a burst of records past one
     /// gap asks once, not once per record (each ask rewinds the gateway: that would amplify).
     resend_asked: BTreeMap<GatewayId, (u64, u64)>,
+    /// Accept records signed in insecure development mode.
+    allow_insecure: bool,
+    /// Per gateway: the ledger verifier, fed the contiguous run in order.
+    verifiers: BTreeMap<GatewayId, Verifier>,
+    /// Per gateway: the verified prefix (seq, hash) — what receipts cover.
+    verified: BTreeMap<GatewayId, (u64, [u8; 32])>,
+    /// Gateways whose ledger failed verification: stored as evidence, never receipted again.
+    failed: BTreeMap<GatewayId, String>,
 }
 
 /// A repeated receipt or resend-from for the same seq goes out at most this often, ms.
@@ -180,7 +192,12 @@ fn now_ms() -> u64 {
 impl HubService {
     /// Opens the store under `dir` (creating it) and rebuilds the inbox from the records in it.
     /// `jobs_keys` must meet the `jobs` threshold of the trust root the gateways pin.
-    pub fn open(dir: &Path, jobs_keys: Vec<SoftwareKey>) -> Result<Self> {
+    ///
+    /// Every gateway's contiguous run is checked with the ledger verifier (signatures, chain,
+    /// counters, job stages; the event key is the one its first start record declares); a
+    /// gateway whose ledger fails is never receipted again. `allow_insecure` accepts records of
+    /// the insecure development mode (software keys).
+    pub fn open(dir: &Path, jobs_keys: Vec<SoftwareKey>, allow_insecure: bool) -> Result<Self> {
         fs::create_dir_all(dir)?;
         let mut inbox = Inbox::new();
         for gw_dir in fs::read_dir(dir)? {
@@ -209,13 +226,28 @@ impl HubService {
                     .with_context(|| format!("stored record {}", f.display()))?;
             }
         }
-        Ok(Self {
+        let mut service = Self {
             dir: dir.to_path_buf(),
             inbox,
             jobs_keys,
             receipts_sent: BTreeMap::new(),
             resend_asked: BTreeMap::new(),
-        })
+            allow_insecure,
+            verifiers: BTreeMap::new(),
+            verified: BTreeMap::new(),
+            failed: BTreeMap::new(),
+        };
+        let gateways: Vec<(GatewayId, u64)> = service
+            .inbox
+            .gateways()
+            .filter_map(|gw| service.inbox.covered(gw).map(|(seq, _)| (gw.clone(), seq)))
+            .collect();
+        for (gw, seq) in gateways {
+            if let Err(reason) = service.verify_run(&gw, seq, None) {
+                tracing::error!(gateway = %gw, %reason, "stored ledger does not verify");
+            }
+        }
+        Ok(service)
     }
 
     /// What the hub holds for each gateway, from the inbox.
@@ -236,8 +268,9 @@ impl HubService {
         for gw in ids {
             rows.push(GatewayStatus {
                 stored: self.inbox.stored(&gw),
-                covered_seq: self.inbox.covered(&gw).map(|(s, _)| s),
-                covered_hash: self.inbox.covered(&gw).map(|(_, h)| hex::encode(h)),
+                covered_seq: self.verified.get(&gw).map(|(s, _)| *s),
+                covered_hash: self.verified.get(&gw).map(|(_, h)| hex::encode(h)),
+                failed: self.failed.get(&gw).cloned(),
                 gateway: gw.to_string(),
             });
         }
@@ -247,6 +280,11 @@ impl HubService {
     /// The inbox (for reports and tests).
     pub fn inbox(&self) -> &Inbox {
         &self.inbox
+    }
+
+    /// The verified prefix of a gateway's ledger: what receipts cover.
+    pub fn verified(&self, gw: &GatewayId) -> Option<(u64, [u8; 32])> {
+        self.verified.get(gw).copied()
     }
 
     fn gateway_dir(&self, gw: &GatewayId) -> PathBuf {
@@ -308,7 +346,7 @@ impl HubService {
                     if let Some(from) = self.inbox.missing_from(&gw, birth.head.next) {
                         self.ask_resend(&gw, from, &mut out, &mut events)?;
                     }
-                    if let Some((seq, hash)) = self.inbox.covered(&gw) {
+                    if let Some((seq, hash)) = self.verified.get(&gw).copied() {
                         out.push(self.ack(&gw, seq, hash)?);
                         events.push(HubEvent::Receipted { gateway: name, seq });
                     }
@@ -365,8 +403,48 @@ impl HubService {
     }
 
     /// The current receipt again, unless the same was sent less than [`REPEAT_INTERVAL_MS`] ago.
+    /// Feeds the verifier every stored record from its next index up to `upto`; `fresh` is the
+    /// record just received (not re-read from disk). On success the verified prefix advances.
+    fn verify_run(
+        &mut self,
+        gw: &GatewayId,
+        upto: u64,
+        fresh: Option<(u64, &[u8])>,
+    ) -> Result<(), String> {
+        if let Some(reason) = self.failed.get(gw) {
+            return Err(format!("ledger failed verification earlier: {reason}"));
+        }
+        let allow_insecure = self.allow_insecure;
+        let verifier = self.verifiers.entry(gw.clone()).or_insert_with(|| {
+            Verifier::new(LedgerTrust {
+                gateway_id: Some(gw.to_string()),
+                allow_insecure,
+                ..LedgerTrust::default()
+            })
+        });
+        let events = self.dir.join(gw.as_str()).join("events");
+        let mut last = None;
+        for seq in verifier.next_index()..=upto {
+            let bytes = match fresh {
+                Some((s, b)) if s == seq => b.to_vec(),
+                _ => fs::read(events.join(format!("{seq:020}.cose")))
+                    .map_err(|e| format!("stored record {seq}: {e}"))?,
+            };
+            if let Err(e) = verifier.push(&bytes) {
+                let reason = e.to_string();
+                self.failed.insert(gw.clone(), reason.clone());
+                return Err(reason);
+            }
+            last = Some((seq, <[u8; 32]>::from(Sha256::digest(&bytes))));
+        }
+        if let Some(head) = last {
+            self.verified.insert(gw.clone(), head);
+        }
+        Ok(())
+    }
+
     fn repeat_ack(&mut self, gw: &GatewayId, out: &mut Vec<Outgoing>) -> Result<()> {
-        let Some((seq, hash)) = self.inbox.covered(gw) else {
+        let Some((seq, hash)) = self.verified.get(gw).copied() else {
             return Ok(());
         };
         if let Some((sent, at)) = self.receipts_sent.get(gw)
@@ -421,11 +499,23 @@ impl HubService {
                     seq: header.seq,
                 });
                 if let Some((seq, hash)) = covered {
-                    out.push(self.ack(gw, seq, hash)?);
-                    events.push(HubEvent::Receipted {
-                        gateway: name.clone(),
-                        seq,
-                    });
+                    // Receipted only once the whole run up to it verifies as a ledger.
+                    match self.verify_run(gw, seq, Some((header.seq, payload))) {
+                        Ok(()) => {
+                            out.push(self.ack(gw, seq, hash)?);
+                            events.push(HubEvent::Receipted {
+                                gateway: name.clone(),
+                                seq,
+                            });
+                        }
+                        Err(reason) => {
+                            tracing::error!(gateway = %gw, %reason, "ledger does not verify");
+                            events.push(HubEvent::Refused {
+                                gateway: name.clone(),
+                                reason: format!("ledger verification: {reason}"),
+                            });
+                        }
+                    }
                 }
                 if let Some(from) = gap_from {
                     self.ask_resend(gw, from, out, events)?;

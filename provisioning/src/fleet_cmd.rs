@@ -27,7 +27,7 @@ Examples:
   dosegate-hub fleet enroll --hub hub --gateway-id spoke-01
   dosegate-hub fleet broker-config --hub hub --dir broker --port 8883
   mosquitto -c broker/mosquitto.conf
-  dosegate-hub fleet serve --hub hub --broker localhost:8883 --json
+  dosegate-hub fleet serve --hub hub --broker localhost:8883 --json --allow-insecure
   dosegate-hub fleet publish-job --hub hub --broker localhost:8883 --gateway-id spoke-01 --job job.cose
   dosegate-hub fleet command --hub hub --broker localhost:8883 --gateway-id spoke-01 --resend-from 0
   dosegate-hub fleet status --hub hub --json
@@ -96,6 +96,9 @@ enum FleetCommand {
         /// One JSON object per event on stdout.
         #[arg(long)]
         json: bool,
+        /// INSECURE: accept ledgers signed by software keys (gateways in development mode).
+        #[arg(long)]
+        allow_insecure: bool,
     },
     /// Publish a signed job (from `dosegate-hub sign-job`) to a gateway.
     PublishJob {
@@ -141,6 +144,9 @@ enum FleetCommand {
         /// The hub home.
         #[arg(long, value_name = "HUB")]
         hub: PathBuf,
+        /// INSECURE: accept ledgers signed by software keys (gateways in development mode).
+        #[arg(long)]
+        allow_insecure: bool,
         /// JSON output.
         #[arg(long)]
         json: bool,
@@ -179,11 +185,14 @@ fn options(hub: &Path, cn: &str, broker: &str) -> Result<rumqttc::v5::MqttOption
     Ok(fleet::mqtt_options(cn, &host, port, Arc::new(tls)))
 }
 
-fn service(hub: &Path) -> Result<HubService> {
+fn service(hub: &Path, allow_insecure: bool) -> Result<HubService> {
     let home = HubHome::open(hub)?;
     let root = home.trusted_root(now()?)?;
     let keys = home.role_keys(Role::Jobs, &root)?;
-    HubService::open(&hub.join("fleet"), keys)
+    if allow_insecure {
+        tracing::warn!("INSECURE: accepting ledgers signed by software keys (development mode)");
+    }
+    HubService::open(&hub.join("fleet"), keys, allow_insecure)
 }
 
 /// Runs one `dosegate-hub fleet` command.
@@ -241,8 +250,9 @@ pub fn run(args: FleetArgs) -> Result<()> {
             broker,
             run_for,
             json,
+            allow_insecure,
         } => {
-            let service = service(&hub)?;
+            let service = service(&hub, allow_insecure)?;
             let options = options(&hub, HUB_CLIENT_CN, &broker)?;
             let (tx, mut rx) = mpsc::unbounded_channel::<HubEvent>();
             runtime()?.block_on(async move {
@@ -323,8 +333,12 @@ pub fn run(args: FleetArgs) -> Result<()> {
             ))?;
             println!("sent {op:?} to {topic}");
         }
-        FleetCommand::Status { hub, json } => {
-            let service = service(&hub)?;
+        FleetCommand::Status {
+            hub,
+            json,
+            allow_insecure,
+        } => {
+            let service = service(&hub, allow_insecure)?;
             let rows = service.status();
             if json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
@@ -333,11 +347,13 @@ pub fn run(args: FleetArgs) -> Result<()> {
             } else {
                 for r in rows {
                     println!(
-                        "{}: {} record(s) stored, receipted up to seq {}",
+                        "{}: {} record(s) stored, verified and receipted up to seq {}{}",
                         r.gateway,
                         r.stored,
                         r.covered_seq
-                            .map_or_else(|| "-".to_owned(), |s| s.to_string())
+                            .map_or_else(|| "-".to_owned(), |s| s.to_string()),
+                        r.failed
+                            .map_or_else(String::new, |f| format!(" — LEDGER FAILED: {f}"))
                     );
                 }
             }

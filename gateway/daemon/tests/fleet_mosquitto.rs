@@ -13,10 +13,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use coset::cbor::value::Value;
 use dosegate::mqtt::{self, Inbound, LedgerEntry, LinkConfig, LinkStatus};
 use dosegate_core::cbor;
-use dosegate_core::envelope::{self, ContentType, SoftwareKey};
+use dosegate_core::envelope::SoftwareKey;
 use dosegate_core::fleet::{Command as HubOp, GatewayId, Outbox, OutboxConfig};
 use dosegate_core::trust::{Role, TrustedRoot};
 use dosegate_provisioning::broker::{self, BrokerOptions};
@@ -204,7 +203,7 @@ impl Fleet {
 
     fn hub_service(&self) -> HubService {
         let keys = self.hub.role_keys(Role::Jobs, &self.root()).unwrap();
-        HubService::open(&self.dir.path().join("hub/fleet"), keys).unwrap()
+        HubService::open(&self.dir.path().join("hub/fleet"), keys, true).unwrap()
     }
 
     fn store(&self) -> PathBuf {
@@ -218,34 +217,53 @@ impl Drop for Fleet {
     }
 }
 
-/// A sealed record in the ledger's shape (`gw`, `seq`, `prev`, `time`), signed by `key`.
-fn record(key: &SoftwareKey, gw: &str, seq: u64, prev: [u8; 32]) -> Vec<u8> {
-    let payload = Value::Map(vec![
-        (Value::Text("v".into()), Value::Integer(1.into())),
-        (Value::Text("gw".into()), Value::Text(gw.into())),
-        (Value::Text("seq".into()), Value::Integer(seq.into())),
-        (Value::Text("prev".into()), Value::Bytes(prev.to_vec())),
-        (Value::Text("time".into()), Value::Integer(seq.into())),
-    ]);
-    envelope::sign(
-        ContentType::LedgerEntry,
-        &cbor::to_vec(&payload).unwrap(),
-        &[key],
-    )
-    .unwrap()
-}
-
+/// A real ledger of `n` records (insecure development mode): start, insecure-mode, then jobs of
+/// six events each, sealed by the core's chain writer.
 fn chain(gw: &str, n: u64) -> Vec<LedgerEntry> {
+    use dosegate_core::ledger::{Chain, ChainHead, Event, EventKind, StartBody};
     let key = SoftwareKey::from_bytes(&[0x61; 32]).unwrap();
-    let mut prev = [0u8; 32];
+    let mut chain = Chain::new(gw, ChainHead::EMPTY, true).unwrap();
+    let start = StartBody {
+        ak: None,
+        key: dosegate_core::envelope::Signer::public_key(&key).to_sec1(),
+        ver: "test".into(),
+    };
+    let kinds = [
+        EventKind::Received,
+        EventKind::Verified,
+        EventKind::Printing,
+        EventKind::Printed,
+        EventKind::Measured,
+        EventKind::Released,
+    ];
     (0..n)
         .map(|seq| {
-            let bytes = record(&key, gw, seq, prev);
-            let hash: [u8; 32] = Sha256::digest(&bytes).into();
-            prev = hash;
+            let event = match seq {
+                0 => Event {
+                    job: None,
+                    body: cbor::to_vec(&start).unwrap(),
+                    kind: EventKind::GatewayStart,
+                },
+                1 => Event {
+                    job: None,
+                    body: Vec::new(),
+                    kind: EventKind::InsecureMode,
+                },
+                _ => {
+                    let i = usize::try_from(seq - 2).unwrap();
+                    Event {
+                        job: Some(format!("job-{}", i / 6)),
+                        body: cbor::to_vec(&"test").unwrap(),
+                        kind: kinds[i % 6],
+                    }
+                }
+            };
+            let sealed = chain.seal_entry(event, 1000 + seq, 1, &key).unwrap();
+            chain.commit(&sealed).unwrap();
+            let bytes = sealed.bytes().to_vec();
             LedgerEntry {
                 seq,
-                hash,
+                hash: Sha256::digest(&bytes).into(),
                 bytes,
                 recorded_ms: 0,
             }

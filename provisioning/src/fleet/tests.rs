@@ -1,7 +1,6 @@
-use coset::cbor::value::Value;
 use dosegate_core::cbor;
-use dosegate_core::envelope::{self, ContentType};
 use dosegate_core::fleet::{Birth, LedgerHead, receipt};
+use dosegate_core::ledger::{Chain, ChainHead, Event, EventKind, StartBody};
 use sha2::{Digest as _, Sha256};
 
 use super::*;
@@ -10,32 +9,70 @@ fn jobs_key() -> SoftwareKey {
     SoftwareKey::from_bytes(&[0x44; 32]).unwrap()
 }
 
-fn record(gw: &str, seq: u64, prev: [u8; 32], salt: u8) -> Vec<u8> {
-    let payload = Value::Map(vec![
-        (Value::Text("v".into()), Value::Integer(1.into())),
-        (Value::Text("gw".into()), Value::Text(gw.into())),
-        (Value::Text("seq".into()), Value::Integer(seq.into())),
-        (Value::Text("prev".into()), Value::Bytes(prev.to_vec())),
-        (Value::Text("time".into()), Value::Integer(salt.into())),
-    ]);
+/// A real ledger (insecure development mode): start, insecure-mode, then jobs of six events.
+/// `salt` changes the times, so two chains with different salts differ from seq 0 on.
+fn ledger(gw: &str, n: u64, salt: u64) -> Vec<Vec<u8>> {
     let key = SoftwareKey::from_bytes(&[0x51; 32]).unwrap();
-    envelope::sign(
-        ContentType::LedgerEntry,
-        &cbor::to_vec(&payload).unwrap(),
-        &[&key],
-    )
-    .unwrap()
+    let mut chain = Chain::new(gw, ChainHead::EMPTY, true).unwrap();
+    let mut out = Vec::new();
+    let start = StartBody {
+        ak: None,
+        key: key.public_key().to_sec1(),
+        ver: "test".into(),
+    };
+    let kinds = [
+        EventKind::Received,
+        EventKind::Verified,
+        EventKind::Printing,
+        EventKind::Printed,
+        EventKind::Measured,
+        EventKind::Released,
+    ];
+    for seq in 0..n {
+        let (event, counter) = match seq {
+            0 => (
+                Event {
+                    job: None,
+                    body: cbor::to_vec(&start).unwrap(),
+                    kind: EventKind::GatewayStart,
+                },
+                1,
+            ),
+            1 => (
+                Event {
+                    job: None,
+                    body: Vec::new(),
+                    kind: EventKind::InsecureMode,
+                },
+                1,
+            ),
+            _ => {
+                let i = usize::try_from(seq - 2).unwrap();
+                (
+                    Event {
+                        job: Some(format!("job-{}", i / 6)),
+                        body: cbor::to_vec(&"test").unwrap(),
+                        kind: kinds[i % 6],
+                    },
+                    1,
+                )
+            }
+        };
+        let sealed = chain
+            .seal_entry(event, 1000 + seq + salt, counter, &key)
+            .unwrap();
+        chain.commit(&sealed).unwrap();
+        out.push(sealed.bytes().to_vec());
+    }
+    out
 }
 
 fn chain(gw: &str, n: u64) -> Vec<Vec<u8>> {
-    let mut prev = [0u8; 32];
-    (0..n)
-        .map(|seq| {
-            let r = record(gw, seq, prev, 0);
-            prev = Sha256::digest(&r).into();
-            r
-        })
-        .collect()
+    ledger(gw, n, 0)
+}
+
+fn open(dir: &std::path::Path) -> HubService {
+    HubService::open(dir, vec![jobs_key()], true).unwrap()
 }
 
 const EVT: &str = "spoke/gw-a/up/evt";
@@ -53,7 +90,7 @@ fn receipt_seq(out: &[(String, Vec<u8>, bool)]) -> Option<u64> {
 #[test]
 fn stores_then_receipts_and_ignores_duplicates() {
     let dir = tempfile::tempdir().unwrap();
-    let mut hub = HubService::open(dir.path(), vec![jobs_key()]).unwrap();
+    let mut hub = open(dir.path());
     let records = chain("gw-a", 3);
     for (seq, r) in records.iter().enumerate() {
         let (out, events) = hub.handle(EVT, r).unwrap();
@@ -84,10 +121,10 @@ fn stores_then_receipts_and_ignores_duplicates() {
 #[test]
 fn keeps_tampering_as_evidence_and_never_receipts_it() {
     let dir = tempfile::tempdir().unwrap();
-    let mut hub = HubService::open(dir.path(), vec![jobs_key()]).unwrap();
+    let mut hub = open(dir.path());
     let records = chain("gw-a", 1);
     hub.handle(EVT, &records[0]).unwrap();
-    let forged = record("gw-a", 0, [0; 32], 9);
+    let forged = ledger("gw-a", 1, 9).remove(0);
     let (out, events) = hub.handle(EVT, &forged).unwrap();
     assert!(out.is_empty());
     assert!(
@@ -104,7 +141,7 @@ fn keeps_tampering_as_evidence_and_never_receipts_it() {
 #[test]
 fn refuses_a_record_of_another_gateway_on_this_gateways_topic() {
     let dir = tempfile::tempdir().unwrap();
-    let mut hub = HubService::open(dir.path(), vec![jobs_key()]).unwrap();
+    let mut hub = open(dir.path());
     let other = chain("gw-b", 1);
     let (out, events) = hub.handle(EVT, &other[0]).unwrap();
     assert!(out.is_empty());
@@ -115,7 +152,7 @@ fn refuses_a_record_of_another_gateway_on_this_gateways_topic() {
 #[test]
 fn asks_resend_from_on_a_gap_and_on_a_birth_ahead_of_the_store() {
     let dir = tempfile::tempdir().unwrap();
-    let mut hub = HubService::open(dir.path(), vec![jobs_key()]).unwrap();
+    let mut hub = open(dir.path());
     let records = chain("gw-a", 4);
     hub.handle(EVT, &records[0]).unwrap();
     let (out, _) = hub.handle(EVT, &records[2]).unwrap();
@@ -170,12 +207,12 @@ fn a_restarted_hub_rebuilds_its_inbox_from_the_store() {
     let dir = tempfile::tempdir().unwrap();
     let records = chain("gw-a", 5);
     {
-        let mut hub = HubService::open(dir.path(), vec![jobs_key()]).unwrap();
+        let mut hub = open(dir.path());
         for r in &records[..3] {
             hub.handle(EVT, r).unwrap();
         }
     }
-    let mut hub = HubService::open(dir.path(), vec![jobs_key()]).unwrap();
+    let mut hub = open(dir.path());
     let gw = GatewayId::new("gw-a").unwrap();
     assert_eq!(hub.inbox().stored(&gw), 3);
     let (_, events) = hub.handle(EVT, &records[2]).unwrap();
@@ -183,4 +220,39 @@ fn a_restarted_hub_rebuilds_its_inbox_from_the_store() {
     let (out, _) = hub.handle(EVT, &records[3]).unwrap();
     assert_eq!(receipt_seq(&out), Some(3));
     assert_eq!(hub.status()[0].covered_seq, Some(3));
+}
+
+#[test]
+fn never_receipts_a_record_that_does_not_verify_as_a_ledger() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut hub = open(dir.path());
+    let records = chain("gw-a", 4);
+    hub.handle(EVT, &records[0]).unwrap();
+    // A record that chains (right seq and prev) but whose signature is broken.
+    let mut bad = records[1].clone();
+    let last = bad.len() - 1;
+    bad[last] ^= 1;
+    let (out, events) = hub.handle(EVT, &bad).unwrap();
+    assert_eq!(receipt_seq(&out), None);
+    assert!(
+        events.iter().any(
+            |e| matches!(e, HubEvent::Refused { reason, .. } if reason.contains("verification"))
+        )
+    );
+    assert_eq!(
+        hub.verified(&GatewayId::new("gw-a").unwrap()).map(|v| v.0),
+        Some(0)
+    );
+    assert!(hub.status()[0].failed.is_some());
+}
+
+#[test]
+fn refuses_insecure_ledgers_unless_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut hub = HubService::open(dir.path(), vec![jobs_key()], false).unwrap();
+    let records = chain("gw-a", 2);
+    let (out, _) = hub.handle(EVT, &records[0]).unwrap();
+    let (out2, events) = hub.handle(EVT, &records[1]).unwrap();
+    assert_eq!(receipt_seq(&out).or(receipt_seq(&out2)), None);
+    assert!(events.iter().any(|e| matches!(e, HubEvent::Refused { .. })));
 }

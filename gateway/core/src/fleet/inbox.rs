@@ -178,6 +178,11 @@ impl Inbox {
         (gateway_next > next).then_some(next)
     }
 
+    /// Every gateway seen.
+    pub fn gateways(&self) -> impl Iterator<Item = &GatewayId> {
+        self.gateways.keys()
+    }
+
     /// How many records are stored for `gateway`.
     pub fn stored(&self, gateway: &GatewayId) -> usize {
         self.gateways.get(gateway).map_or(0, |l| l.entries.len())
