@@ -130,6 +130,9 @@ pub struct Outbox {
     next_seq: u64,
     /// The last receipt accepted: (seq, hash).
     receipted: Option<(u64, [u8; 32])>,
+    /// A receipt covered something since the last [`Outbox::tick`]: the hub is alive and
+    /// working through the backlog, so nothing is re-sent yet.
+    progress: bool,
 }
 
 impl Outbox {
@@ -143,6 +146,7 @@ impl Outbox {
             cursor: 0,
             next_seq,
             receipted: None,
+            progress: false,
         }
     }
 
@@ -242,12 +246,24 @@ impl Outbox {
         self.pending.drain(..covered);
         self.cursor = self.cursor.saturating_sub(covered);
         self.receipted = Some((seq, ledger_hash));
+        self.progress = true;
         Ok(covered)
     }
 
     /// Time passes: entries sent more than `resend_after_ms` ago and still unreceipted are
     /// published again (a lost message, or a broker that forgot it). Returns true if it rewound.
+    /// If receipts have advanced since the last tick, the hub is alive and working through a
+    /// backlog: the sent entries are given another interval instead (re-sending them would only
+    /// add duplicates to the hub's queue).
     pub fn tick(&mut self, now_ms: u64) -> bool {
+        if std::mem::take(&mut self.progress) {
+            for p in self.pending.iter_mut().take(self.cursor) {
+                if p.sent_ms.is_some() {
+                    p.sent_ms = Some(now_ms);
+                }
+            }
+            return false;
+        }
         let stale = self.pending.iter().take(self.cursor).position(|p| {
             p.sent_ms
                 .is_some_and(|t| now_ms.saturating_sub(t) >= self.config.resend_after_ms)

@@ -247,3 +247,22 @@ fn a_restarted_outbox_continues_after_the_last_receipted_seq() {
     assert_eq!(drain(&mut outbox, T0), [10]);
     assert_eq!(outbox.on_receipt(&hub.receipt(10, hash(10))), Ok(1));
 }
+
+#[test]
+fn nothing_is_sent_again_while_receipts_keep_coming() {
+    let hub = Hub::new();
+    let config = OutboxConfig {
+        resend_after_ms: 1000,
+        ..OutboxConfig::default()
+    };
+    let mut outbox = filled(3, config);
+    drain(&mut outbox, T0);
+    outbox.on_receipt(&hub.receipt(0, hash(0))).unwrap();
+    // The hub is working through the backlog: the interval starts again.
+    assert!(!outbox.tick(T0 + 1000));
+    assert_eq!(outbox.next_tick_ms(), Some(T0 + 2000));
+    assert!(!outbox.tick(T0 + 1999));
+    // No further receipt for a whole interval: the rest is sent again.
+    assert!(outbox.tick(T0 + 2000));
+    assert_eq!(drain(&mut outbox, T0 + 2000), [1, 2]);
+}
