@@ -8,4 +8,5 @@ pub mod fleet;
 pub mod fleet_cmd;
 pub mod hub;
 pub mod pki;
+pub mod model;
 pub mod sign_job;

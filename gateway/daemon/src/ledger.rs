@@ -14,7 +14,7 @@
 
 use std::path::Path;
 
-use dosegate_core::attest::EventLog;
+use dosegate_core::attest::{Component, EventLog};
 use dosegate_core::envelope::{PublicKey, SignError, Signer, SoftwareKey};
 use dosegate_core::ledger::{
     Chain, ChainError, ChainHead, Event, EventKind, JobStage, LedgerError, LedgerTrust, Quoter,
@@ -22,6 +22,7 @@ use dosegate_core::ledger::{
 };
 
 use crate::store::{Recovery, Store, StoreError, WritePattern};
+use crate::tpm::{Tpm, TpmConfig, TpmError};
 
 /// The keys and TPM services the ledger needs.
 pub trait GatewayKeys: Signer {
@@ -88,6 +89,55 @@ impl GatewayKeys for InsecureIdentity {
     }
 }
 
+/// How the gateway signs. There is no default and no fallback: a gateway configured for the TPM
+/// whose TPM is missing gets an error, never a software key (fail closed).
+#[derive(Debug)]
+pub enum SigningIdentity {
+    /// Keys, counter and quotes in the TPM.
+    Tpm(TpmConfig),
+    /// INSECURE development mode: a software key, explicitly configured.
+    InsecureDevelopment(SoftwareKey),
+}
+
+/// Opens the configured identity.
+pub fn open_identity(choice: SigningIdentity) -> Result<Box<dyn GatewayKeys>, TpmError> {
+    match choice {
+        SigningIdentity::Tpm(config) => Ok(Box::new(Tpm::open(&config)?)),
+        SigningIdentity::InsecureDevelopment(key) => Ok(Box::new(InsecureIdentity::new(key))),
+    }
+}
+
+/// Measures the gateway's software state into the application PCR at start: adopts the event log
+/// kept in `log_path` (see [`Tpm::adopt_log`]), then for each component appends the measurement to
+/// the log, writes it durably, and only then extends the PCR (a crash in between leaves a logged
+/// but unextended entry, which the next adoption drops). Returns the log now in force.
+pub fn measure_components(
+    tpm: &Tpm,
+    log_path: &Path,
+    components: &[(Component, &[u8])],
+) -> Result<EventLog, MeasureError> {
+    let stored = crate::store::load_event_log(log_path)?;
+    let mut log = tpm.adopt_log(stored)?;
+    for (what, bytes) in components {
+        let m = tpm.measurement(*what, bytes);
+        log.0.push(m.clone());
+        crate::store::save_event_log(log_path, &log)?;
+        tpm.extend(&m)?;
+    }
+    Ok(log)
+}
+
+/// Why measuring failed.
+#[derive(Debug, thiserror::Error)]
+pub enum MeasureError {
+    /// The event-log file could not be read or written.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The TPM refused, or the log does not match the PCR.
+    #[error(transparent)]
+    Tpm(#[from] TpmError),
+}
+
 /// Why the ledger service failed.
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerServiceError {
@@ -103,6 +153,15 @@ pub enum LedgerServiceError {
     /// The counter could not be bumped.
     #[error("counter: {0}")]
     Counter(#[source] SignError),
+    /// The event was recorded (it is durable at `seq`) but the checkpoint that follows failed.
+    #[error("record {seq} is durable, but the checkpoint after it failed: {source}")]
+    CheckpointAfter {
+        /// The durable record.
+        seq: u64,
+        /// Why the checkpoint failed.
+        #[source]
+        source: Box<LedgerServiceError>,
+    },
     /// The start body could not be encoded.
     #[error(transparent)]
     Cbor(#[from] dosegate_core::cbor::CborError),
@@ -266,7 +325,11 @@ impl<'k> Ledger<'k> {
             .seal_entry(event, time_ms, self.chain.head().counter, self.keys)?;
         let seq = self.write(&sealed)?;
         if final_event || self.since_checkpoint >= self.options.checkpoint_every {
-            self.checkpoint(time_ms)?;
+            self.checkpoint(time_ms)
+                .map_err(|e| LedgerServiceError::CheckpointAfter {
+                    seq,
+                    source: Box::new(e),
+                })?;
         }
         Ok(seq)
     }
@@ -302,5 +365,85 @@ impl<'k> Ledger<'k> {
     /// What recovery did when the ledger was opened.
     pub fn recovery(&self) -> Recovery {
         self.recovery
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dosegate_core::ledger::Fault;
+    use dosegate_core::ledger::verify::verify_records;
+
+    #[test]
+    fn missing_tpm_is_an_error_not_a_software_fallback() {
+        // Nothing listens on port 1: the TPM is absent.
+        let choice = SigningIdentity::Tpm(TpmConfig {
+            tcti: "swtpm:host=127.0.0.1,port=1".into(),
+            app_pcr: 15,
+            handles: crate::tpm::Handles::default(),
+        });
+        let Err(err) = open_identity(choice) else {
+            panic!("a missing TPM must not yield a signer");
+        };
+        assert!(
+            matches!(err, TpmError::Connect { .. } | TpmError::Command { .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn insecure_mode_marks_every_record_and_is_refused_by_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = open_identity(SigningIdentity::InsecureDevelopment(
+            SoftwareKey::from_bytes(&[4; 32]).unwrap(),
+        ))
+        .unwrap();
+        let mut ledger = Ledger::open(
+            dir.path(),
+            "dev-gw",
+            keys.as_ref(),
+            LedgerOptions::default(),
+            1,
+        )
+        .unwrap();
+        let event = Event {
+            job: Some("j".into()),
+            body: Vec::new(),
+            kind: EventKind::Received,
+        };
+        ledger.record(event, 2).unwrap();
+        ledger.checkpoint(3).unwrap();
+        drop(ledger);
+        let records = crate::store::read_dir(dir.path()).unwrap().records;
+        let err =
+            verify_records(records.iter().map(Vec::as_slice), LedgerTrust::default()).unwrap_err();
+        assert_eq!((err.index, err.fault), (0, Fault::Insecure));
+        let v = verify_records(
+            records.iter().map(Vec::as_slice),
+            LedgerTrust {
+                allow_insecure: true,
+                ..LedgerTrust::default()
+            },
+        )
+        .unwrap();
+        // start, insecure-mode, received, checkpoint: every one marked.
+        assert_eq!(v.insecure_records(), 4);
+        assert_eq!(v.records(), 4);
+    }
+
+    #[test]
+    fn reopening_resumes_the_chain_and_refuses_a_foreign_ledger() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = InsecureIdentity::new(SoftwareKey::from_bytes(&[4; 32]).unwrap());
+        drop(Ledger::open(dir.path(), "gw", &a, LedgerOptions::default(), 1).unwrap());
+        let again = Ledger::open(dir.path(), "gw", &a, LedgerOptions::default(), 2).unwrap();
+        assert_eq!(again.head().next_seq, 4);
+        drop(again);
+        // Another key cannot continue this ledger.
+        let b = InsecureIdentity::new(SoftwareKey::from_bytes(&[5; 32]).unwrap());
+        assert!(matches!(
+            Ledger::open(dir.path(), "gw", &b, LedgerOptions::default(), 3),
+            Err(LedgerServiceError::Verify(_))
+        ));
     }
 }

@@ -23,6 +23,8 @@ enum Command {
     CheckJob(cmd::check_job::Args),
     /// Verify, recover or exercise the signed, hash-chained release ledger.
     Ledger(cmd::ledger::Args),
+    /// Predict drug content from spectra with a PAT model: prediction, T², Q, domain.
+    Predict(cmd::predict::Args),
     /// Check a G-code file against a policy and a prescription (exit 0 accept, 1 reject, 2 error).
     CheckGcode(cmd::check_gcode::Args),
     /// The fleet link: deliver ledger records to the hub over mTLS MQTT until receipted.
@@ -34,6 +36,7 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::CheckJob(args) => cmd::check_job::run(args),
         Command::Ledger(args) => cmd::ledger::run(args),
+        Command::Predict(args) => cmd::predict::run(args),
         Command::CheckGcode(args) => cmd::check_gcode::run(args),
         Command::Fleet(args) => cmd::fleet::run(args),
     };

@@ -28,8 +28,8 @@ use tss_esapi::constants::nv_index_type::NvIndexType;
 use tss_esapi::constants::tss::{TPM2_RH_NULL, TPM2_ST_HASHCHECK};
 use tss_esapi::constants::{CapabilityType, SessionType};
 use tss_esapi::handles::{
-    KeyHandle, NvIndexHandle, NvIndexTpmHandle, ObjectHandle, PcrHandle, PersistentTpmHandle,
-    SessionHandle, TpmHandle,
+    AuthHandle, KeyHandle, NvIndexHandle, NvIndexTpmHandle, ObjectHandle, PcrHandle,
+    PersistentTpmHandle, SessionHandle, TpmHandle,
 };
 use tss_esapi::interface_types::algorithm::{HashingAlgorithm, PublicAlgorithm};
 use tss_esapi::interface_types::dynamic_handles::Persistent;
@@ -37,10 +37,11 @@ use tss_esapi::interface_types::ecc::EccCurve;
 use tss_esapi::interface_types::resource_handles::{Hierarchy, NvAuth, Provision};
 use tss_esapi::interface_types::session_handles::{AuthSession, PolicySession};
 use tss_esapi::structures::{
-    CapabilityData, Data, Digest, DigestValues, EccPoint, EccScheme, HashScheme, HashcheckTicket,
-    KeyedHashScheme, NvPublicBuilder, PcrSelectionList, PcrSelectionListBuilder, PcrSlot, Private,
-    Public, PublicBuilder, PublicEccParametersBuilder, PublicKeyedHashParameters, SensitiveData,
-    Signature, SignatureScheme, SymmetricDefinition, SymmetricDefinitionObject,
+    CapabilityData, Data, Digest, DigestValues, EccPoint, EccScheme, EncryptedSecret, HashScheme,
+    HashcheckTicket, IdObject, KeyedHashScheme, Nonce, NvPublicBuilder, PcrSelectionList,
+    PcrSelectionListBuilder, PcrSlot, Private, Public, PublicBuilder, PublicEccParametersBuilder,
+    PublicKeyedHashParameters, SensitiveData, Signature, SignatureScheme, SymmetricDefinition,
+    SymmetricDefinitionObject,
 };
 use tss_esapi::tcti_ldr::TctiNameConf;
 use tss_esapi::traits::Marshall as _;
@@ -459,6 +460,66 @@ impl Tpm {
         sec1_of(&public?.0)
     }
 
+    /// The AK's public area (marshalled `TPMT_PUBLIC`), for the hub's attribute checks and name.
+    pub fn ak_public_area(&self) -> Result<Vec<u8>, TpmError> {
+        let mut inner = self.lock()?;
+        let ak = inner.ak;
+        let (public, _, _) = inner.ctx.read_public(ak).map_err(cmd("read AK"))?;
+        public.marshall().map_err(cmd("marshal AK public"))
+    }
+
+    /// `TPM2_ActivateCredential`: recovers the credential the hub wrapped to our EK for our AK's
+    /// name. The EK's policy (PolicySecret with the endorsement hierarchy) is satisfied in a
+    /// policy session salted to the SRK.
+    pub fn activate_credential(
+        &self,
+        id_object: &[u8],
+        encrypted_secret: &[u8],
+    ) -> Result<Vec<u8>, TpmError> {
+        let blob = IdObject::try_from(id_object.to_vec()).map_err(cmd("credential blob"))?;
+        let secret = EncryptedSecret::try_from(encrypted_secret.to_vec())
+            .map_err(cmd("encrypted secret"))?;
+        let mut inner = self.lock()?;
+        let ek = tss_esapi::abstraction::ek::create_ek_object_2(
+            &mut inner.ctx,
+            tss_esapi::abstraction::AsymmetricAlgorithmSelection::Ecc(EccCurve::NistP256),
+            None,
+        )
+        .map_err(cmd("create EK"))?;
+        let policy = Self::policy_session(&mut inner, SessionType::Policy, false)?;
+        let hmac = inner.session;
+        let ak = inner.ak;
+        let result = inner
+            .ctx
+            .execute_with_session(Some(hmac), |c| {
+                c.policy_secret(
+                    policy,
+                    AuthHandle::Endorsement,
+                    Nonce::default(),
+                    Digest::default(),
+                    Nonce::default(),
+                    None,
+                )
+            })
+            .map_err(cmd("policy secret (endorsement)"))
+            .and_then(|_| {
+                inner
+                    .ctx
+                    .execute_with_sessions(
+                        (Some(hmac), Some(AuthSession::from(policy)), None),
+                        |c| c.activate_credential(ak, ek, blob, secret),
+                    )
+                    .map_err(cmd("activate credential"))
+            });
+        let _ = inner
+            .ctx
+            .flush_context(ObjectHandle::from(SessionHandle::from(AuthSession::from(
+                policy,
+            ))));
+        let _ = inner.ctx.flush_context(ObjectHandle::from(ek));
+        Ok(result?.value().to_vec())
+    }
+
     fn selection(&self) -> Result<PcrSelectionList, TpmError> {
         PcrSelectionListBuilder::new()
             .with_selection(HashingAlgorithm::Sha256, &[self.pcr_slot])
@@ -598,7 +659,11 @@ impl Tpm {
         read_counter(&mut inner.ctx, counter)
     }
 
-    fn policy_session(inner: &mut Inner, kind: SessionType) -> Result<PolicySession, TpmError> {
+    fn policy_session(
+        inner: &mut Inner,
+        kind: SessionType,
+        encrypt: bool,
+    ) -> Result<PolicySession, TpmError> {
         let srk = inner.srk;
         let session = inner
             .ctx
@@ -616,8 +681,9 @@ impl Tpm {
             .ok_or(TpmError::Unexpected {
                 what: "missing session",
             })?;
+        // Only one session of a command may encrypt the response.
         let (attributes, mask) = SessionAttributesBuilder::new()
-            .with_encrypt(true)
+            .with_encrypt(encrypt)
             .with_continue_session(true)
             .build();
         inner
@@ -632,7 +698,7 @@ impl Tpm {
         let pcr_value = self.read_pcr()?;
         let selection = self.selection()?;
         let mut inner = self.lock()?;
-        let trial = Self::policy_session(&mut inner, SessionType::Trial)?;
+        let trial = Self::policy_session(&mut inner, SessionType::Trial, false)?;
         let pcr_digest =
             Digest::try_from(Sha256::digest(pcr_value).to_vec()).map_err(cmd("digest"))?;
         let policy = inner
@@ -686,7 +752,7 @@ impl Tpm {
             .ctx
             .load(srk, sealed.private.clone(), sealed.public.clone())
             .map_err(cmd("load sealed object"))?;
-        let session = Self::policy_session(&mut inner, SessionType::Policy)?;
+        let session = Self::policy_session(&mut inner, SessionType::Policy, true)?;
         let result = inner
             .ctx
             .execute_without_session(|c| c.policy_pcr(session, Digest::default(), selection))

@@ -441,3 +441,31 @@ fn tpm_signed_writer_killed_at_random_points_keeps_every_returned_append() {
         }
     }
 }
+
+#[test]
+fn hub_made_credential_is_activated_only_for_our_ak() {
+    use dosegate_core::attest::credential::{check_activation, check_ak_public, make_credential};
+    let Some(swtpm) = Swtpm::start() else { return };
+    let tpm = swtpm.open();
+    let ek = tpm.ek_public().unwrap();
+    let area = tpm.ak_public_area().unwrap();
+    // The hub checks the AK's attributes and computes its name from the public area.
+    let checked = check_ak_public(&area, &tpm.ak_public()).unwrap();
+    let credential = Sha256::digest(b"hub enrollment secret");
+    let challenge = make_credential(&ek, checked.name(), &credential, &[0x42; 32]).unwrap();
+    let recovered = tpm
+        .activate_credential(&challenge.id_object, &challenge.encrypted_secret)
+        .unwrap();
+    check_activation(&credential, &recovered).unwrap();
+
+    // Bound to another name (e.g. a software key posing as the AK): the TPM refuses.
+    let mut other_name = checked.name().to_vec();
+    other_name[5] ^= 1;
+    let wrong = make_credential(&ek, &other_name, &credential, &[0x43; 32]).unwrap();
+    assert!(
+        tpm.activate_credential(&wrong.id_object, &wrong.encrypted_secret)
+            .is_err()
+    );
+    // The event key is not an AK: unrestricted, so the hub refuses its public area.
+    assert!(check_ak_public(&area, &tpm.event_public()).is_err());
+}

@@ -36,6 +36,9 @@ enum Command {
     SignJob(SignJobArgs),
     /// The fleet link: PKI, broker configuration, serving events and receipts, jobs, commands.
     Fleet(dosegate_provisioning::fleet_cmd::FleetArgs),
+    /// PAT models: train a model file and its card from calibration spectra.
+    #[command(subcommand)]
+    Model(dosegate_provisioning::model::cli::ModelCommand),
     /// Show the hub's trust root (keys, roles, thresholds, expiry).
     ShowRoot {
         /// The hub home.
@@ -169,6 +172,7 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Fleet(a) => dosegate_provisioning::fleet_cmd::run(a)?,
+        Command::Model(c) => dosegate_provisioning::model::cli::run(c)?,
         Command::ShowRoot { hub } => {
             let home = HubHome::open(&hub)?;
             let root = home.trusted_root(now()?).context("trust root")?;

@@ -7,12 +7,17 @@
 //! nonce or the ledger's chain head) and the signature against the quote.
 //!
 //! This module does no I/O and never talks to a TPM: the daemon's `tpm` adapter produces the
-//! bytes, and the hub tool, the ledger verifier and the tests consume them here. Credential
-//! activation (software MakeCredential) is not implemented yet; see `docs/ledger.md`.
+//! bytes, and the hub tool, the ledger verifier and the tests consume them here. The hub side of
+//! credential activation (software MakeCredential, AK attribute checks) is in [`credential`].
 
+pub mod credential;
 pub mod eventlog;
 pub mod quote;
 
+pub use credential::{
+    CheckedAk, CredentialChallenge, CredentialError, check_activation, check_ak_public,
+    make_credential,
+};
 pub use eventlog::{Component, EventLog, GoldenValues, Measurement, MeasurementError};
 pub use quote::{
     AttestedQuote, ClockInfo, PcrSelection, QuoteError, QuoteExpectation, QuoteInfo, parse_attest,

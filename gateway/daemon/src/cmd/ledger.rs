@@ -20,7 +20,7 @@ use dosegate_core::ledger::{Event, EventKind, LedgerError, LedgerTrust, Verifier
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::ledger::{GatewayKeys, InsecureIdentity, Ledger, LedgerOptions};
+use crate::ledger::{GatewayKeys, InsecureIdentity, Ledger, LedgerOptions, measure_components};
 use crate::store::{self, StoreError, WritePattern};
 use crate::tpm::{Handles, Tpm, TpmConfig};
 
@@ -43,6 +43,30 @@ enum LedgerCommand {
     Verify(VerifyArgs),
     Recover(RecoverArgs),
     Exercise(ExerciseArgs),
+    TrustFile(TrustFileArgs),
+}
+
+/// Print the trust file that pins this gateway's keys, for `ledger verify --trust` (enrollment).
+#[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Exit status: 0 printed, 2 error (TPM unreachable, unreadable key).
+
+Examples:
+  dosegate ledger trust-file --tpm device:/dev/tpmrm0 --gateway-id spoke-01 > spoke-01.ledger-trust.toml
+  dosegate ledger trust-file --insecure-dev-key dev.key --gateway-id dev-01")]
+pub struct TrustFileArgs {
+    /// The gateway id.
+    #[arg(long, value_name = "ID")]
+    gateway_id: String,
+    /// Read the keys from the TPM at this TCTI.
+    #[arg(long, value_name = "TCTI", conflicts_with = "insecure_dev_key")]
+    tpm: Option<String>,
+    /// The application PCR.
+    #[arg(long, value_name = "PCR", default_value_t = DEFAULT_APP_PCR)]
+    app_pcr: u8,
+    /// INSECURE: the development software key file.
+    #[arg(long, value_name = "FILE")]
+    insecure_dev_key: Option<PathBuf>,
 }
 
 /// Verify a ledger directory: signatures, hash chain, TPM counter, job transitions, and each
@@ -115,7 +139,7 @@ append returns it prints `durable SEQ HASH` (the chain head) on stdout. Used by 
 Exit status: 0 done, 2 error.
 
 Example:
-  dosegate ledger exercise /tmp/l --gateway-id dev-01 --insecure-dev-key /tmp/dev.key --jobs 100"
+  dosegate ledger exercise scratch-ledger --gateway-id dev-01 --insecure-dev-key dev.key --jobs 100"
 )]
 pub struct ExerciseArgs {
     /// The ledger directory.
@@ -150,10 +174,21 @@ pub struct ExerciseArgs {
 
 /// Runs the command.
 pub fn run(args: &Args) -> Result<ExitCode> {
+    // Warnings (insecure mode, torn tail dropped) go to stderr; a subscriber installed by `main`
+    // first takes precedence.
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .try_init();
     match &args.command {
         LedgerCommand::Verify(a) => verify(a),
         LedgerCommand::Recover(a) => recover(a),
         LedgerCommand::Exercise(a) => exercise(a),
+        LedgerCommand::TrustFile(a) => trust_file(a),
     }
 }
 
@@ -356,13 +391,7 @@ fn recover(args: &RecoverArgs) -> Result<ExitCode> {
 /// Loads the insecure development key from `path`, creating it (mode 0600) if missing.
 pub fn load_or_create_dev_key(path: &Path) -> Result<SoftwareKey> {
     if path.exists() {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read {}", path.display()))?;
-        let bytes = hex::decode(text.trim()).context("dev key is not hex")?;
-        let secret: [u8; 32] = bytes
-            .as_slice()
-            .try_into()
-            .context("dev key is not 32 bytes")?;
+        let secret = read_dev_key(path)?;
         return SoftwareKey::from_bytes(&secret).context("dev key is not a P-256 scalar");
     }
     let key = SoftwareKey::from_signing_key(p256::ecdsa::SigningKey::random(&mut rand_core::OsRng));
@@ -376,6 +405,46 @@ pub fn load_or_create_dev_key(path: &Path) -> Result<SoftwareKey> {
     writeln!(file, "{}", hex::encode(key.to_bytes()))?;
     file.sync_all()?;
     Ok(key)
+}
+
+fn trust_file(args: &TrustFileArgs) -> Result<ExitCode> {
+    let (event_key, ak) = if let Some(tcti) = &args.tpm {
+        let tpm = Tpm::open(&TpmConfig {
+            tcti: tcti.clone(),
+            app_pcr: args.app_pcr,
+            handles: Handles::default(),
+        })
+        .context("cannot open the TPM")?;
+        (tpm.event_public(), Some(tpm.ak_public()))
+    } else if let Some(path) = &args.insecure_dev_key {
+        let key = SoftwareKey::from_bytes(&read_dev_key(path)?)
+            .context("dev key is not a P-256 scalar")?;
+        (dosegate_core::envelope::Signer::public_key(&key), None)
+    } else {
+        bail!("trust-file needs --tpm TCTI or --insecure-dev-key FILE");
+    };
+    say!(
+        "# Ledger trust for gateway {}: `dosegate ledger verify DIR --trust FILE`",
+        args.gateway_id
+    );
+    say!("gateway_id = {:?}", args.gateway_id);
+    say!("event_key = \"{}\"", hex::encode(event_key.to_sec1()));
+    if let Some(ak) = ak {
+        say!("attestation_key = \"{}\"", hex::encode(ak.to_sec1()));
+    }
+    say!("app_pcr = {}", args.app_pcr);
+    say!("# [golden]   allowed SHA-256 per component: binary, config, trust-root, policy, model");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn read_dev_key(path: &Path) -> Result<[u8; 32]> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let bytes = hex::decode(text.trim()).context("dev key is not hex")?;
+    bytes
+        .as_slice()
+        .try_into()
+        .context("dev key is not 32 bytes")
 }
 
 fn now_ms() -> u64 {
@@ -396,19 +465,12 @@ fn exercise(args: &ExerciseArgs) -> Result<ExitCode> {
             .event_log
             .clone()
             .unwrap_or_else(|| args.dir.with_extension("app-pcr.log"));
-        let stored = store::load_event_log(&log_path)?;
-        let mut log = tpm
-            .adopt_log(stored)
-            .context("the event log does not match the TPM")?;
-        // Measure this binary: logged (and fsync'd) first, then extended.
+        // Measure this binary into the application PCR (logged durably, then extended).
         let exe = std::env::current_exe().context("cannot find this binary")?;
         let bytes =
             std::fs::read(&exe).with_context(|| format!("cannot read {}", exe.display()))?;
-        let m = tpm.measurement(Component::Binary, &bytes);
-        log.0.push(m.clone());
-        store::save_event_log(&log_path, &log)?;
-        tpm.extend(&m)
-            .context("cannot extend the application PCR")?;
+        measure_components(&tpm, &log_path, &[(Component::Binary, &bytes)])
+            .context("cannot measure into the application PCR")?;
         return run_exercise(args, &tpm);
     }
     let Some(key_path) = &args.insecure_dev_key else {
