@@ -7,6 +7,6 @@ pub mod broker;
 pub mod fleet;
 pub mod fleet_cmd;
 pub mod hub;
-pub mod pki;
 pub mod model;
+pub mod pki;
 pub mod sign_job;
