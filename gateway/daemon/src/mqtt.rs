@@ -281,6 +281,9 @@ pub enum Inbound {
 pub struct LinkStatus {
     /// Connected (CONNACK received, not since lost).
     pub connected: bool,
+    /// Both subscriptions of this connection are acknowledged (SUBACK): messages from the hub
+    /// reach the gateway from here on.
+    pub subscribed: bool,
     /// Connections made so far.
     pub connections: u64,
     /// Unreceipted entries.
@@ -303,6 +306,7 @@ fn now_ms() -> u64 {
 
 enum FromBroker {
     Connected,
+    Subscribed,
     Disconnected,
     Message(String, Vec<u8>),
 }
@@ -336,6 +340,11 @@ pub async fn run(
                         break;
                     }
                 }
+                Ok(Event::Incoming(Packet::SubAck(_))) => {
+                    if to_link.send(FromBroker::Subscribed).is_err() {
+                        break;
+                    }
+                }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
                     let topic = String::from_utf8_lossy(&p.topic).into_owned();
                     if to_link
@@ -364,6 +373,7 @@ pub async fn run(
     };
     let mut st = LinkStatus::default();
     let mut connected = false;
+    let mut subacks = 0u32;
     let mut ledger_open = true;
     tokio::pin!(stop);
     let result = loop {
@@ -409,9 +419,19 @@ pub async fn run(
             }
             msg = from_broker.recv() => match msg {
                 None => break Ok(()),
-                Some(FromBroker::Disconnected) => connected = false,
+                Some(FromBroker::Disconnected) => {
+                    connected = false;
+                    subacks = 0;
+                    st.subscribed = false;
+                }
+                Some(FromBroker::Subscribed) => {
+                    subacks += 1;
+                    st.subscribed = subacks >= 2;
+                }
                 Some(FromBroker::Connected) => {
                     connected = true;
+                    subacks = 0;
+                    st.subscribed = false;
                     st.connections += 1;
                     tracing::info!(gateway = %config.gateway, "fleet link connected");
                     outbox.on_connected();

@@ -761,9 +761,7 @@ async fn jobs_and_commands_from_the_hub_reach_the_gateway_and_forged_receipts_do
             let _ = gw_stop_rx.await;
         },
     ));
-    wait_status(&mut status, Duration::from_secs(10), |s| s.connected).await;
-    // Subscriptions are sent right after CONNACK; give the broker a moment to apply them.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_status(&mut status, Duration::from_secs(10), |s| s.subscribed).await;
     let gw = GatewayId::new("gw-a").unwrap();
     let publish = |topic: String, payload: Vec<u8>| {
         fleet::publish_once(
