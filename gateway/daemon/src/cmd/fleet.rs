@@ -52,7 +52,7 @@ once every record is receipted (or --wait expires). Uses file keys: insecure dev
 Exit status: 0 every record receipted; 1 not receipted within --wait; 2 error.
 
 Example:
-  dosegate fleet exercise --ledger /tmp/l --gateway-id spoke-01 --insecure-dev-key /tmp/dev.key \\
+  dosegate fleet exercise --ledger gw/ledger --gateway-id spoke-01 --insecure-dev-key gw/dev.key \\
       --trust-root hub/trust-root.cbor --broker localhost:8883 --ca hub/pki/ca.pem \\
       --cert hub/pki/gateways/spoke-01.pem --key hub/pki/gateways/spoke-01.key --jobs 10 --json"
 )]
