@@ -2,5 +2,6 @@
 
 pub mod check_gcode;
 pub mod check_job;
+pub mod fleet;
 pub mod ledger;
 pub mod predict;
