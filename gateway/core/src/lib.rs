@@ -17,6 +17,7 @@
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 pub mod cbor;
+pub mod config;
 pub mod envelope;
 // pub mod job;
 pub mod prescription;

@@ -4,15 +4,28 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
+
+mod cmd;
+mod notify;
 
 /// DoseGate gateway: accepts only hub-signed print jobs, checks them against the product's
 /// validated design space, and records every step in a signed ledger.
 #[derive(Debug, Parser)]
 #[command(name = "dosegate", version, about, long_about = None)]
-struct Cli {}
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    Run(cmd::run::Args),
+}
 
 fn main() -> ExitCode {
-    let _cli = Cli::parse();
-    ExitCode::SUCCESS
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run(args) => cmd::run::main(&args),
+    }
 }
