@@ -16,7 +16,7 @@ all: build
 demo: deps build
 	scripts/demo.sh
 
-test: deps build lint unit fuzz-smoke deny
+test: deps build lint unit fuzz-smoke deny image qemu-test
 
 deps:
 	scripts/setup-deps.sh
@@ -39,6 +39,15 @@ deny:
 
 bench:
 	scripts/bench.sh
+
+# The appliance image (os-image/build.sh; needs root): disk, update bundle, test fixtures in build/image/.
+image:
+	$(CARGO) build --release -p dosegate --locked
+	TEST_FIXTURES=1 os-image/build.sh
+
+# Boots the image under QEMU, one scenario at a time (see qemu-tests/ and docs/os-image.md).
+qemu-test:
+	DOSEGATE_REQUIRE_REAL=1 $(CARGO) nextest run -p dosegate-qemu-tests --features real-qemu --locked --release --no-fail-fast
 
 clean:
 	$(CARGO) clean

@@ -11,7 +11,7 @@
 #   30-release  squashfs root + dm-verity + signed UKI + PCR 11 prediction + signed bundle
 #   40-disk     ESP (signed sd-boot, UKI +3 tries) + GPT with A/B slots and /var + OVMF vars
 # With TEST_FIXTURES=1 (the default of `make image`), it also builds the release the rollback
-# test installs into slot B: VERSION-next, whose dosegate.service is masked so its health check
+# test installs into slot B: VERSION.1, whose dosegate.service is masked so its health check
 # fails.
 # Output in OUT (default build/image/): see docs/os-image.md.
 set -euo pipefail
@@ -34,7 +34,7 @@ step 30-release
 step 40-disk
 if [ "${TEST_FIXTURES:-0}" = 1 ]; then
     s=$(date +%s)
-    VERSION="$VERSION-next" EXTRA_CMDLINE="systemd.mask=dosegate.service" "$here/steps/30-release.sh"
+    VERSION="$VERSION.1" EXTRA_CMDLINE="systemd.mask=dosegate.service" "$here/steps/30-release.sh"
     times+=("test-fixture=$(( $(date +%s) - s ))s")
 fi
 cp "$OUT/sbom.tsv" "$OUT/$VERSION/sbom.tsv"

@@ -10,7 +10,7 @@
 //! Dangerous development overrides only ever live under `[insecure]`; the daemon logs a warning
 //! on every start while that table is present, even when it is empty.
 
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
@@ -46,7 +46,9 @@ pub enum ConfigError {
         value: String,
     },
     /// A path is relative, not normalised (`.`/`..`/`//`), too long, or not valid UTF-8.
-    #[error("{field} = {value:?} must be an absolute, normalised path of at most {MAX_PATH_LEN} bytes")]
+    #[error(
+        "{field} = {value:?} must be an absolute, normalised path of at most {MAX_PATH_LEN} bytes"
+    )]
     BadPath {
         /// The key, e.g. `paths.state_dir`.
         field: &'static str,
@@ -226,19 +228,15 @@ fn absolute(field: &'static str, value: &str) -> Result<PathBuf, ConfigError> {
         field,
         value: value.to_owned(),
     };
-    let path = Path::new(value);
-    let normal = path
-        .components()
+    // Checked on the text, not with `Path::components`, which silently drops `.` and `//`.
+    let normal = value
+        .split('/')
         .skip(1)
-        .all(|c| matches!(c, Component::Normal(_)));
-    if value.len() > MAX_PATH_LEN
-        || !value.starts_with('/')
-        || value.contains("//")
-        || (value.len() > 1 && value.ends_with('/'))
-        || !normal
-    {
+        .all(|seg| !seg.is_empty() && seg != "." && seg != "..");
+    if value.len() > MAX_PATH_LEN || !value.starts_with('/') || !normal {
         return Err(bad());
     }
+    let path = Path::new(value);
     Ok(path.to_path_buf())
 }
 
@@ -288,7 +286,10 @@ device = "/dev/tpmrm0"
 
     #[test]
     fn accepts_the_shipped_example_files() {
-        for file in ["examples/gateway.toml", "../../os-image/overlay/etc/credstore/dosegate.gateway.toml"] {
+        for file in [
+            "examples/gateway.toml",
+            "../os-image/overlay/etc/credstore/dosegate.gateway.toml",
+        ] {
             let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(file);
             let text = std::fs::read_to_string(&path).expect("example present");
             Config::parse(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
@@ -328,18 +329,34 @@ device = "/dev/tpmrm0"
 
     #[test]
     fn rejects_malformed_gateway_ids() {
-        for id in ["", "Spoke", "spoke_1", "-spoke", "spoke-", "spöke", &"a".repeat(65)] {
+        for id in [
+            "",
+            "Spoke",
+            "spoke_1",
+            "-spoke",
+            "spoke-",
+            "spöke",
+            &"a".repeat(65),
+        ] {
             let text = with("\"spoke-0001\"", &format!("{id:?}"));
             assert_eq!(
                 Config::parse(&text),
-                Err(ConfigError::BadGatewayId { value: id.to_owned() })
+                Err(ConfigError::BadGatewayId {
+                    value: id.to_owned()
+                })
             );
         }
     }
 
     #[test]
     fn rejects_relative_and_traversing_paths() {
-        for value in ["var/lib/dosegate", "/var/lib/../etc", "/var//lib", "/var/lib/", "/./var"] {
+        for value in [
+            "var/lib/dosegate",
+            "/var/lib/../etc",
+            "/var//lib",
+            "/var/lib/",
+            "/./var",
+        ] {
             let text = with("\"/var/lib/dosegate\"", &format!("{value:?}"));
             assert_eq!(
                 Config::parse(&text),
@@ -364,12 +381,21 @@ device = "/dev/tpmrm0"
             );
         }
         let text = with("\"/dev/tpmrm0\"", "\"/dev/../tmp/tpm\"");
-        assert!(matches!(Config::parse(&text), Err(ConfigError::BadPath { field: "tpm.device", .. })));
+        assert!(matches!(
+            Config::parse(&text),
+            Err(ConfigError::BadPath {
+                field: "tpm.device",
+                ..
+            })
+        ));
     }
 
     #[test]
     fn rejects_odd_baud_rates() {
-        let text = with("serial = \"/dev/ttyUSB0\"", "serial = \"/dev/ttyUSB0\"\nbaud = 9600");
+        let text = with(
+            "serial = \"/dev/ttyUSB0\"",
+            "serial = \"/dev/ttyUSB0\"\nbaud = 9600",
+        );
         assert_eq!(
             Config::parse(&text),
             Err(ConfigError::BadBaud {

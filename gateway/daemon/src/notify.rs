@@ -79,7 +79,8 @@ mod tests {
     use super::*;
 
     fn temp_dir(name: &str) -> std::path::PathBuf {
-        let dir = std::env::temp_dir().join(format!("dosegate-notify-{name}-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("dosegate-notify-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("temp dir");
         dir

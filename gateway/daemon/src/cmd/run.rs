@@ -149,7 +149,9 @@ fn run(args: &Args) -> Result<(), RunError> {
         "dosegate starting"
     );
     if config.insecure.is_some() {
-        warn!("INSECURE: the configuration has an [insecure] table; this gateway must not release doses");
+        warn!(
+            "INSECURE: the configuration has an [insecure] table; this gateway must not release doses"
+        );
     }
     if !config.paths.state_dir.is_dir() {
         return Err(RunError::StateDir {
@@ -266,6 +268,10 @@ mod tests {
     fn reports_a_missing_file_as_unreadable() {
         let err = load(Path::new("/nonexistent/dosegate.toml")).unwrap_err();
         assert_eq!(err.code(), "config-unreadable");
-        assert!(error_chain(&err).contains("No such file"), "{}", error_chain(&err));
+        assert!(
+            error_chain(&err).contains("No such file"),
+            "{}",
+            error_chain(&err)
+        );
     }
 }
