@@ -43,14 +43,12 @@ zstd -q -19 -T2 --rm "$T/tmp/initrd.img" -o "$OUT/boot/initrd.img"
 for d in dev sys proc; do umount -l "$T/$d"; done; trap - EXIT
 cp "$T/boot/vmlinuz-$KVER" "$OUT/boot/vmlinuz"
 
-# --- SBOM: the exact Debian packages in the image
-chroot "$T" dpkg-query -W -f '${Package}\t${Version}\t${Architecture}\t${source:Package}\n' \
-    | grep -v -E '^(dracut-core|dracut-install|perl|perl-modules-5.36|libperl5.36|usrmerge|cpio|libfile-find-rule-perl|libnumber-compare-perl|libtext-glob-perl|libkmod2-dev)\b' \
-    | LC_ALL=C sort > "$OUT/sbom.tsv" || true
-
 # --- slim: build-only packages, boot files, caches, modules outside the allowlist, SUID bits
 chroot "$T" dpkg --purge --force-depends dracut-core dracut-install usrmerge perl perl-modules-5.36 libperl5.36 \
-    libfile-find-rule-perl libnumber-compare-perl libtext-glob-perl cpio >/dev/null 2>&1 || true
+    libfile-find-rule-perl libnumber-compare-perl libtext-glob-perl cpio initramfs-tools initramfs-tools-core klibc-utils libklibc busybox >/dev/null 2>&1 || true
+# --- SBOM: the exact Debian packages left in the image (after the purge above)
+chroot "$T" dpkg-query -W -f '${Package}\t${Version}\t${Architecture}\t${source:Package}\n' \
+    | LC_ALL=C sort > "$OUT/sbom.tsv"
 rm -rf "$T"/boot/* "$T"/var/cache/* "$T"/var/lib/apt/lists/* "$T"/var/log/* "$T"/usr/share/bug \
        "$T"/usr/share/zsh "$T"/usr/share/lintian "$T"/tmp/* "$T"/etc/apt/apt.conf.d/99mmdebstrap
 M=$T/usr/lib/modules/$KVER/kernel

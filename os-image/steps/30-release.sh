@@ -47,7 +47,7 @@ sbsign --key "$K/foreign-db.key" --cert "$K/foreign-db.crt" --output "$REL/uki.f
 # squashfs is already compressed)
 sha() { sha256sum "$1" | cut -d' ' -f1; }
 cat > "$REL/manifest.json" <<JSON
-{"format":"dosegate-bundle-1","version":"$VERSION","roothash":"$RH","pcr11_sha256":$(cat "$REL/pcr11.json"),
+{"format":"dosegate-bundle-1","version":"$VERSION","roothash":"$RH","pcr11":$(cat "$REL/pcr11.json"),
  "files":{"root.img":{"sha256":"$(sha "$REL/root.img")","size":$(stat -c %s "$REL/root.img")},
           "root.verity":{"sha256":"$(sha "$REL/root.verity")","size":$(stat -c %s "$REL/root.verity")},
           "uki.efi":{"sha256":"$(sha "$REL/uki.efi")","size":$(stat -c %s "$REL/uki.efi")}}}
