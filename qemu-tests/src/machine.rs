@@ -5,6 +5,7 @@
 //! each connection in a file, and system credentials passed as SMBIOS type 11 strings.
 //!
 //! It owns the processes and the console; it does not judge what it reads (the tests do).
+//! `DOSEGATE_QEMU_CONSOLE=1` echoes the console to stderr while a test runs.
 //! QEMU and swtpm are killed on drop, so a failed assertion never leaves a guest running.
 
 use std::io::{BufRead, BufReader};
@@ -156,12 +157,16 @@ impl Machine {
         )?;
         let started = Instant::now();
         let (tx, lines) = channel();
+        let echo = std::env::var_os("DOSEGATE_QEMU_CONSOLE").is_some();
         if let Some(out) = qemu.stdout.take() {
             std::thread::spawn(move || {
                 let mut reader = BufReader::new(out);
                 let mut buf = Vec::new();
                 while reader.read_until(b'\n', &mut buf).is_ok_and(|n| n > 0) {
                     let line = String::from_utf8_lossy(&buf).replace(['\r', '\u{1b}'], "");
+                    if echo {
+                        eprint!("console| {line}");
+                    }
                     if tx.send(line.trim_end().to_owned()).is_err() {
                         break;
                     }
