@@ -52,6 +52,48 @@ fn spawn(cmd: &mut Command, what: &str) -> Result<Child, HarnessError> {
         .map_err(HarnessError::io(format!("start {what}")))
 }
 
+fn start_swtpm(d: &Path) -> Result<(Child, PathBuf), HarnessError> {
+    let tpm_sock = d.join("swtpm.sock");
+    let swtpm = spawn(
+        Command::new("swtpm")
+            .args(["socket", "--tpm2", "--terminate", "--tpmstate"])
+            .arg(format!("dir={}", d.join("tpm").display()))
+            .arg("--ctrl")
+            .arg(format!("type=unixio,path={}", tpm_sock.display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+        "swtpm",
+    )?;
+    let t0 = Instant::now();
+    while !tpm_sock.exists() && t0.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok((swtpm, tpm_sock))
+}
+
+/// Reads QEMU's stdout (the guest console) line by line on a thread.
+fn read_console(qemu: &mut Child) -> Receiver<String> {
+    let (tx, lines) = channel();
+    let echo = std::env::var_os("DOSEGATE_QEMU_CONSOLE").is_some();
+    if let Some(out) = qemu.stdout.take() {
+        std::thread::spawn(move || {
+            let mut reader = BufReader::new(out);
+            let mut buf = Vec::new();
+            while reader.read_until(b'\n', &mut buf).is_ok_and(|n| n > 0) {
+                let line = String::from_utf8_lossy(&buf).replace(['\r', '\u{1b}'], "");
+                if echo {
+                    eprint!("console| {line}");
+                }
+                if tx.send(line.trim_end().to_owned()).is_err() {
+                    break;
+                }
+                buf.clear();
+            }
+        });
+    }
+    lines
+}
+
 impl Machine {
     /// Starts swtpm and QEMU.
     pub fn boot(art: &Artifacts, boot: &Boot) -> Result<Self, HarnessError> {
@@ -60,21 +102,7 @@ impl Machine {
         let vars = d.join("vars.fd");
         std::fs::copy(&art.ovmf_vars, &vars).map_err(HarnessError::io("copy OVMF vars"))?;
         std::fs::create_dir_all(d.join("tpm")).map_err(HarnessError::io("tpm state dir"))?;
-        let tpm_sock = d.join("swtpm.sock");
-        let swtpm = spawn(
-            Command::new("swtpm")
-                .args(["socket", "--tpm2", "--terminate", "--tpmstate"])
-                .arg(format!("dir={}", d.join("tpm").display()))
-                .arg("--ctrl")
-                .arg(format!("type=unixio,path={}", tpm_sock.display()))
-                .stdout(Stdio::null())
-                .stderr(Stdio::null()),
-            "swtpm",
-        )?;
-        let t0 = Instant::now();
-        while !tpm_sock.exists() && t0.elapsed() < Duration::from_secs(10) {
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let (swtpm, tpm_sock) = start_swtpm(d)?;
         let netdev = HUB_PORTS
             .iter()
             .fold(String::from("user,id=n0"), |acc, port| {
@@ -156,24 +184,7 @@ impl Machine {
             "qemu-system-x86_64",
         )?;
         let started = Instant::now();
-        let (tx, lines) = channel();
-        let echo = std::env::var_os("DOSEGATE_QEMU_CONSOLE").is_some();
-        if let Some(out) = qemu.stdout.take() {
-            std::thread::spawn(move || {
-                let mut reader = BufReader::new(out);
-                let mut buf = Vec::new();
-                while reader.read_until(b'\n', &mut buf).is_ok_and(|n| n > 0) {
-                    let line = String::from_utf8_lossy(&buf).replace(['\r', '\u{1b}'], "");
-                    if echo {
-                        eprint!("console| {line}");
-                    }
-                    if tx.send(line.trim_end().to_owned()).is_err() {
-                        break;
-                    }
-                    buf.clear();
-                }
-            });
-        }
+        let lines = read_console(&mut qemu);
         Ok(Self {
             qemu,
             swtpm,

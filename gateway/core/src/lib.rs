@@ -24,6 +24,9 @@
 pub mod cbor;
 pub mod config;
 pub mod envelope;
-// pub mod job;
+pub mod gcode;
+pub mod job;
+pub mod policy;
 pub mod prescription;
-// pub mod trust;
+pub mod printlet;
+pub mod trust;

@@ -97,7 +97,7 @@ pub struct Prescription {
     pub models: Vec<String>,
 }
 
-fn check_id(field: &'static str, value: &str) -> Result<(), PrescriptionError> {
+pub(crate) fn check_id(field: &'static str, value: &str) -> Result<(), PrescriptionError> {
     let ok = !value.is_empty()
         && value.len() <= MAX_ID_LEN
         && value
@@ -172,6 +172,12 @@ impl Prescription {
             check_id("models[]", m)?;
         }
         Ok(())
+    }
+
+    /// Checks that `value` is a valid identifier (1–64 of `A–Z a–z 0–9 . _ -`), for ids that
+    /// other tools accept (gateway ids, hub ids).
+    pub fn check_identifier(field: &'static str, value: &str) -> Result<(), PrescriptionError> {
+        check_id(field, value)
     }
 
     /// The lowest and highest dose per unit the tolerance allows, mg.

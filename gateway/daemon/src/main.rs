@@ -6,8 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-mod cmd;
-mod notify;
+use dosegate::cmd;
 
 /// DoseGate gateway: accepts only hub-signed print jobs, checks them against the product's
 /// validated design space, and records every step in a signed ledger.
@@ -20,12 +19,26 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Verify a signed job as the gateway would (exit 0 accept, 1 reject, 2 error).
+    CheckJob(cmd::check_job::Args),
+    /// Check a G-code file against a policy and a prescription (exit 0 accept, 1 reject, 2 error).
+    CheckGcode(cmd::check_gcode::Args),
+    /// Run the gateway until stopped (the mode dosegate.service starts).
     Run(cmd::run::Args),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
-        Command::Run(args) => cmd::run::main(&args),
+    let result = match &cli.command {
+        Command::CheckJob(args) => cmd::check_job::run(args),
+        Command::CheckGcode(args) => cmd::check_gcode::run(args),
+        Command::Run(args) => cmd::run::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("dosegate: error: {e:#}");
+            ExitCode::from(2)
+        }
     }
 }

@@ -11,7 +11,7 @@ use std::os::unix::net::{SocketAddr, UnixDatagram};
 
 /// Why a notification could not be sent.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum NotifyError {
+pub enum NotifyError {
     /// `NOTIFY_SOCKET` is neither an absolute path nor an abstract name (`@…`).
     #[error("NOTIFY_SOCKET={value:?} is not an absolute path or @abstract name")]
     BadSocket {
@@ -31,7 +31,7 @@ pub(crate) enum NotifyError {
 
 /// A state change systemd should know about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum State {
+pub enum State {
     /// Start-up finished: `READY=1`.
     Ready,
     /// Shutting down: `STOPPING=1`.
@@ -49,7 +49,7 @@ impl State {
 
 /// Sends `state` to the socket named by `socket_env` (the value of `NOTIFY_SOCKET`). Returns
 /// `Ok(false)` when there is no socket to notify (not started by systemd).
-pub(crate) fn notify(socket_env: Option<OsString>, state: State) -> Result<bool, NotifyError> {
+pub fn notify(socket_env: Option<OsString>, state: State) -> Result<bool, NotifyError> {
     let Some(value) = socket_env else {
         return Ok(false);
     };

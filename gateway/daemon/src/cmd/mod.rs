@@ -1,4 +1,5 @@
-//! One module per `dosegate` subcommand. Each owns its arguments, its output and its exit codes;
-//! `main.rs` only dispatches.
+//! One module per operator command. Each exposes `Args` (clap) and `run(args) -> Result<ExitCode>`.
 
-pub(crate) mod run;
+pub mod check_gcode;
+pub mod check_job;
+pub mod run;

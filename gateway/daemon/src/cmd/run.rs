@@ -44,7 +44,7 @@ Exit codes (error codes in brackets, stable):
                   stopped.",
     after_help = AFTER_HELP
 )]
-pub(crate) struct Args {
+pub struct Args {
     /// The configuration file (TOML; see gateway/examples/gateway.toml).
     #[arg(long, value_name = "FILE")]
     config: PathBuf,
@@ -100,17 +100,18 @@ impl RunError {
     }
 }
 
-/// Entry point from `main`.
-pub(crate) fn main(args: &Args) -> ExitCode {
+/// Entry point from `main`. Errors are logged here with their stable code and mapped to the exit
+/// codes in `--help`, so this never returns `Err`.
+pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     install_logging(args.json);
-    match run(args) {
+    Ok(match start(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             let chain = error_chain(&err);
             tracing::error!(code = err.code(), error = %chain, "dosegate run failed");
             ExitCode::from(err.exit_code())
         }
-    }
+    })
 }
 
 fn install_logging(json: bool) {
@@ -139,7 +140,7 @@ fn error_chain(err: &dyn std::error::Error) -> String {
     text
 }
 
-fn run(args: &Args) -> Result<(), RunError> {
+fn start(args: &Args) -> Result<(), RunError> {
     let (config, digest) = load(&args.config)?;
     info!(
         gateway_id = config.gateway_id.as_str(),
