@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Step 1: the root file system tree, from Debian packages only (mmdebstrap, no recommends).
-# Downloaded .debs are cached in OUT/debcache; the tree is reused while packages.txt and this
+# bookworm, bookworm-updates and bookworm-security. Downloaded .debs are cached in OUT/debcache; the tree is reused while packages.txt and this
 # script are unchanged (delete OUT/rootfs to force).
 # Output: OUT/rootfs (a directory; no loop devices, no image mounts).
 source "$(dirname "$0")/common.sh"
@@ -23,6 +23,7 @@ mmdebstrap --mode=root --variant=essential --format=directory --quiet \
   --setup-hook='mkdir -p "$1"/var/cache/apt/archives/' \
   --setup-hook="sync-in $OUT/debcache /var/cache/apt/archives/" \
   --customize-hook="sync-out /var/cache/apt/archives $OUT/debcache" \
-  "$SUITE" "$ROOTFS" "$MIRROR"
+  "$SUITE" "$ROOTFS" \
+  "deb $MIRROR $SUITE main" "deb $MIRROR $SUITE-updates main" "deb $SECURITY_MIRROR $SUITE-security main"
 echo "$stamp" > "$ROOTFS/.dosegate-stamp"
 log "rootfs: done ($(du -sm "$ROOTFS" | cut -f1) MB)"

@@ -15,7 +15,7 @@ KVER=$(ls "$T/usr/lib/modules" | head -n 1)
 
 # --- the gateway and the overlay
 cp -a "$IMAGE_DIR/overlay/." "$T/"
-chmod 700 "$T/etc/credstore"; chmod 600 "$T/etc/credstore/"*
+chmod 700 "$T/etc/credstore"; chmod 600 "$T/etc/credstore/"* "$T/etc/usbguard/rules.conf"
 install -m 755 "$BIN" "$T/usr/bin/dosegate"
 install -m 644 "$REPO_DIR/gateway/dosegate.service" "$T/usr/lib/systemd/system/dosegate.service"
 mkdir -p "$T/usr/share/doc/dosegate"
@@ -31,7 +31,8 @@ chroot "$T" /bin/sh -ec '
       apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer e2scrub_reap.service
   passwd -q -l root
   usermod -s /usr/sbin/nologin root
-  ln -sf /usr/share/systemd/tmp.mount /etc/systemd/system/tmp.mount 2>/dev/null || true
+  sed -i -e "s/^UMASK.*/UMASK\t\t027/" -e "s/^PASS_MAX_DAYS.*/PASS_MAX_DAYS\t90/" -e "s/^PASS_MIN_DAYS.*/PASS_MIN_DAYS\t1/" /etc/login.defs
+  printf "SHA_CRYPT_MIN_ROUNDS 65536\nSHA_CRYPT_MAX_ROUNDS 65536\n" >> /etc/login.defs
 '
 log "tree: dracut (kernel $KVER)"
 chroot "$T" dracut --quiet --force --no-hostonly --no-hostonly-cmdline --kver "$KVER" \
@@ -59,5 +60,10 @@ chroot "$T" depmod "$KVER"
 find "$T" -xdev -type f -perm /6000 -exec chmod ug-s {} +
 : > "$T/etc/machine-id"
 mkdir -p "$T/efi"
-echo 'PARTLABEL=dosegate-state /var ext4 defaults,x-systemd.makefs,x-systemd.growfs,nosuid,nodev,noexec 0 2' > "$T/etc/fstab"
+cat > "$T/etc/fstab" <<'FSTAB'
+# The root is the verity device (read-only); state lives on its own partition.
+PARTLABEL=dosegate-state /var ext4 defaults,x-systemd.makefs,x-systemd.growfs,nosuid,nodev,noexec 0 2
+tmpfs /tmp tmpfs mode=1777,nosuid,nodev,noexec,size=64m 0 0
+proc /proc proc defaults,nosuid,nodev,noexec,hidepid=invisible 0 0
+FSTAB
 log "tree: done ($(du -sm "$T" | cut -f1) MB, initrd $(( $(stat -c %s "$OUT/boot/initrd.img") / 1048576 )) MB, $(wc -l < "$OUT/sbom.tsv") packages)"

@@ -7,6 +7,7 @@ OUT=${OUT:-$REPO_DIR/build/image}
 VERSION=${VERSION:-0.1.0}
 SUITE=${SUITE:-bookworm}
 MIRROR=${MIRROR:-http://deb.debian.org/debian}
+SECURITY_MIRROR=${SECURITY_MIRROR:-http://deb.debian.org/debian-security}
 # Fixed build time: file dates, squashfs and FAT timestamps all come from it.
 export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-1767225600}
 ROOTFS=$OUT/rootfs
