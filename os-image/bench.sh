@@ -30,13 +30,19 @@ if [ "${BENCH_LYNIS:-1}" = 1 ]; then
     rm -rf "$L"; cp -a "$OUT/tree" "$L"
     mkdir -p "$L/usr/share/lynis" "$L/etc/lynis"
     cp -a /usr/share/lynis/. "$L/usr/share/lynis/"; cp -a /etc/lynis/. "$L/etc/lynis/"; cp /usr/sbin/lynis "$L/usr/sbin/lynis"
-    for d in proc sys dev; do mount --bind "/$d" "$L/$d"; done
-    trap 'for d in dev sys proc; do umount -l "$L/$d" 2>/dev/null || true; done; rm -rf "$L"' EXIT
+    # The box's mount layout, so Lynis judges what runs: /proc with hidepid, /tmp a tmpfs, /var its
+    # own file system, all nosuid,nodev,noexec (as in the image's /etc/fstab).
+    mount -t proc -o nosuid,nodev,noexec,hidepid=invisible proc "$L/proc"
+    for d in sys dev; do mount --bind "/$d" "$L/$d"; done
+    mount -t tmpfs -o nosuid,nodev,noexec,mode=1777 tmpfs "$L/tmp"
+    mount --bind "$L/var" "$L/var" && mount -o remount,bind,nosuid,nodev,noexec "$L/var"
+    trap 'for d in var tmp dev sys proc; do umount -l "$L/$d" 2>/dev/null || true; done; rm -rf "$L"' EXIT
     start=$(date +%s)
     chroot "$L" /usr/sbin/lynis audit system --quick --no-colors --quiet \
         --logfile /tmp/lynis.log --report-file /tmp/lynis-report.dat >/dev/null 2>&1 || true
-    idx=$(sed -n 's/^hardening_index=//p' "$L/tmp/lynis-report.dat")
-    tests=$(sed -n 's/^lynis_tests_done=//p' "$L/tmp/lynis-report.dat")
+    cp "$L/tmp/lynis-report.dat" "$L/tmp/lynis.log" "$OUT/"
+    idx=$(sed -n 's/^hardening_index=//p' "$OUT/lynis-report.dat")
+    tests=$(sed -n 's/^lynis_tests_done=//p' "$OUT/lynis-report.dat")
     echo "lynis: hardening index ${idx:-?} (${tests:-?} tests, $(( $(date +%s) - start ))s)"
-    grep -E '^suggestion\[\]=' "$L/tmp/lynis-report.dat" | cut -d'|' -f1,2 | sed 's/^suggestion\[\]=/  suggestion: /' | head -n 40
+    grep -E '^suggestion\[\]=' "$OUT/lynis-report.dat" | cut -d'|' -f1,2 | sed 's/^suggestion\[\]=/  suggestion: /' | head -n 40
 fi
