@@ -35,7 +35,7 @@ chroot "$T" /bin/sh -ec '
   printf "SHA_CRYPT_MIN_ROUNDS 65536\nSHA_CRYPT_MAX_ROUNDS 65536\n" >> /etc/login.defs
 '
 log "tree: dracut (kernel $KVER)"
-chroot "$T" dracut --quiet --force --no-hostonly --no-hostonly-cmdline --kver "$KVER" \
+chroot "$T" dracut --quiet --force --reproducible --no-hostonly --no-hostonly-cmdline --kver "$KVER" \
   --modules "systemd systemd-initrd systemd-veritysetup systemd-pcrphase dracut-systemd base rootfs-block kernel-modules udev-rules fs-lib dm" \
   --omit "plymouth resume crypt lvm mdraid multipath nss-softokn i18n" \
   --drivers "dm-verity squashfs ext4 vfat virtio_blk virtio_pci virtio_scsi ahci nvme sd_mod" \

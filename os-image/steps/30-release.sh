@@ -16,6 +16,8 @@ rm -rf "$REL"; mkdir -p "$REL"
 sed -i '/^IMAGE_ID=/d; /^IMAGE_VERSION=/d' "$T/usr/lib/os-release"
 printf 'IMAGE_ID=dosegate\nIMAGE_VERSION=%s\n' "$VERSION" >> "$T/usr/lib/os-release"
 cp "$T/usr/lib/os-release" "$REL/os-release"
+# Clamp every file date to SOURCE_DATE_EPOCH (the chroot steps leave today's dates behind).
+find "$T" -xdev -newermt "@$SOURCE_DATE_EPOCH" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
 log "release $VERSION: squashfs"
 mksquashfs "$T" "$REL/root.img" -comp zstd -Xcompression-level 15 -noappend -quiet -no-progress \
     -all-root -xattrs >/dev/null
@@ -35,6 +37,17 @@ objcopy \
   --add-section .linux="$B/vmlinuz"      --change-section-vma .linux=0x2000000 \
   --add-section .initrd="$B/initrd.img"  --change-section-vma .initrd=0x3000000 \
   "$STUB" "$REL/uki.unsigned.efi"
+# objcopy stamps the PE header with the current time: set it to SOURCE_DATE_EPOCH (and clear the
+# checksum computed over it), so the
+# unsigned UKI is reproducible (sbsign's signature then adds its own signing time).
+python3 - "$REL/uki.unsigned.efi" "$SOURCE_DATE_EPOCH" <<'PY'
+import struct, sys
+with open(sys.argv[1], "r+b") as f:
+    f.seek(0x3C); pe = struct.unpack("<I", f.read(4))[0]
+    f.seek(pe); assert f.read(4) == b"PE\0\0", "not a PE image"
+    f.seek(pe + 8); f.write(struct.pack("<I", int(sys.argv[2])))
+    f.seek(pe + 24 + 64); f.write(b"\0\0\0\0")  # checksum (covered the old time; EFI ignores it)
+PY
 sbsign --key "$K/db.key" --cert "$K/db.crt" --output "$REL/uki.efi" "$REL/uki.unsigned.efi" 2>/dev/null
 sbsign --key "$K/foreign-db.key" --cert "$K/foreign-db.crt" --output "$REL/uki.foreign.efi" "$REL/uki.unsigned.efi" 2>/dev/null
 
