@@ -11,7 +11,7 @@ REL=$OUT/current
 [ -d "$REL" ] || { echo "no image: run make image" >&2; exit 1; }
 V=$(sed -n 's/^IMAGE_VERSION=//p' "$REL/os-release")
 echo "== image $V on $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')"
-echo "build: $(cat "$REL/build-time.json")"
+echo "build: $(cat "$OUT/build-time.json" 2>/dev/null)"
 disk=$REL/dosegate-$V.raw
 printf 'disk: apparent %d MiB, allocated %d MiB, zstd -19 %d MiB\n' \
     $(( $(stat -c %s "$disk") / 1048576 )) $(( $(du -B1 "$disk" | cut -f1) / 1048576 )) \
@@ -22,7 +22,7 @@ printf 'bundle: %d MiB (root %d MiB, verity %d KiB, uki %d MiB)\n' \
 if [ "${BENCH_BOOT:-1}" = 1 ]; then
     DOSEGATE_REQUIRE_REAL=1 cargo nextest run -p dosegate-qemu-tests --features real-qemu --release --locked \
         --no-capture -E 'test(image_boots_to_a_healthy_locked_down_gateway)' 2>&1 \
-        | grep -E '^bench:|"mem"|"boot"' || true
+        | grep -E '^bench:|"mem"|"boot"|"uptime"' || true
 fi
 if [ "${BENCH_LYNIS:-1}" = 1 ]; then
     [ "$(id -u)" -eq 0 ] || { echo "lynis: needs root (chroot)" >&2; exit 1; }

@@ -37,8 +37,7 @@ if [ "${TEST_FIXTURES:-0}" = 1 ]; then
     VERSION="$VERSION.1" EXTRA_CMDLINE="systemd.mask=dosegate.service" "$here/steps/30-release.sh"
     times+=("test-fixture=$(( $(date +%s) - s ))s")
 fi
-cp "$OUT/sbom.tsv" "$OUT/$VERSION/sbom.tsv"
 ln -sfn "$VERSION" "$OUT/current"
 total=$(( $(date +%s) - t0 ))
 echo "image: $OUT/$VERSION/dosegate-$VERSION.raw built in ${total}s (${times[*]})"
-printf '{"version":"%s","seconds":%d,"steps":"%s"}\n' "$VERSION" "$total" "${times[*]}" > "$OUT/$VERSION/build-time.json"
+printf '{"version":"%s","seconds":%d,"steps":"%s"}\n' "$VERSION" "$total" "${times[*]}" > "$OUT/build-time.json"

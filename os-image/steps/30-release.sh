@@ -5,7 +5,7 @@
 # TPM PCR 11 for that UKI (systemd-measure), and a signed update bundle of all of it.
 # EXTRA_CMDLINE is appended to the kernel command line (tests only).
 # Output: OUT/VERSION/{root.img,root.verity,roothash,uki.efi,uki.unsigned.efi,pcr11.json,manifest.json,
-#         dosegate-VERSION.bundle}
+#         sbom.tsv,dosegate-VERSION.bundle}
 source "$(dirname "$0")/common.sh"
 need mksquashfs veritysetup objcopy sbsign openssl /usr/lib/systemd/systemd-measure tar
 T=$OUT/tree; B=$OUT/boot; K=$OUT/keys
@@ -16,6 +16,7 @@ rm -rf "$REL"; mkdir -p "$REL"
 sed -i '/^IMAGE_ID=/d; /^IMAGE_VERSION=/d' "$T/usr/lib/os-release"
 printf 'IMAGE_ID=dosegate\nIMAGE_VERSION=%s\n' "$VERSION" >> "$T/usr/lib/os-release"
 cp "$T/usr/lib/os-release" "$REL/os-release"
+cp "$OUT/sbom.tsv" "$REL/sbom.tsv"
 # Clamp every file date to SOURCE_DATE_EPOCH (the chroot steps leave today's dates behind).
 find "$T" -xdev -newermt "@$SOURCE_DATE_EPOCH" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
 log "release $VERSION: squashfs"

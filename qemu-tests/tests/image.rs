@@ -98,7 +98,8 @@ fn image_boots_to_a_healthy_locked_down_gateway() {
     let secs = vm.elapsed().as_secs_f64();
     eprintln!("report after {secs:.1}s: {:#?}", report.entries());
     eprintln!(
-        "bench: boot_to_report_s={secs:.1} qemu_peak_rss_kib={} {}",
+        "bench: boot_to_report_s={secs:.1} guest_uptime_s={} qemu_peak_rss_kib={} {}",
+        report.get("uptime"),
         vm.qemu_peak_rss_kib().unwrap_or(0),
         report.get("boot")
     );
