@@ -9,7 +9,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: all demo test deps build lint unit fuzz-smoke deny bench image qemu-test clean
+.PHONY: all demo test deps build lint unit fuzz-smoke deny bench bench-image image qemu-test clean
 
 all: build
 
@@ -44,6 +44,10 @@ bench:
 image:
 	$(CARGO) build --release -p dosegate --locked
 	TEST_FIXTURES=1 os-image/build.sh
+
+# Image figures for BENCHMARKS.md: sizes, one boot with its split, Lynis (after make image).
+bench-image:
+	os-image/bench.sh
 
 # Boots the image under QEMU, one scenario at a time (see qemu-tests/ and docs/os-image.md).
 qemu-test:
