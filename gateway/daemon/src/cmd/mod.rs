@@ -2,4 +2,6 @@
 
 pub mod check_gcode;
 pub mod check_job;
+pub mod ledger;
+pub mod predict;
 pub mod run;
