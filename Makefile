@@ -9,14 +9,14 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: models all demo test deps build lint unit fuzz-smoke deny bench image qemu-test clean
+.PHONY: models all demo test deps build lint unit fuzz-smoke deny bench bench-image image qemu-test clean
 
 all: build
 
 demo: deps build
 	scripts/demo.sh
 
-test: deps build lint unit fuzz-smoke deny
+test: deps build lint unit fuzz-smoke deny image qemu-test
 
 deps:
 	scripts/setup-deps.sh
@@ -39,6 +39,19 @@ deny:
 
 bench:
 	scripts/bench.sh
+
+# The appliance image (os-image/build.sh; needs root): disk, update bundle, test fixtures in build/image/.
+image:
+	$(CARGO) build --release -p dosegate --locked
+	TEST_FIXTURES=1 os-image/build.sh
+
+# Image figures for BENCHMARKS.md: sizes, one boot with its split, Lynis (after make image).
+bench-image:
+	os-image/bench.sh
+
+# Boots the image under QEMU, one scenario at a time (see qemu-tests/ and docs/os-image.md).
+qemu-test:
+	DOSEGATE_REQUIRE_REAL=1 $(CARGO) nextest run -p dosegate-qemu-tests --features real-qemu --locked --release --no-fail-fast
 
 clean:
 	$(CARGO) clean

@@ -27,6 +27,7 @@
 
 pub mod attest;
 pub mod cbor;
+pub mod config;
 pub mod cpv;
 pub mod envelope;
 pub mod fleet;

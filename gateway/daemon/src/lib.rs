@@ -9,6 +9,7 @@ pub mod cmd;
 pub mod cpv_store;
 pub mod ledger;
 pub mod mqtt;
+pub mod notify;
 pub mod spectra;
 pub mod spectrometer;
 pub mod store;

@@ -29,6 +29,8 @@ enum Command {
     CheckGcode(cmd::check_gcode::Args),
     /// The fleet link: deliver ledger records to the hub over mTLS MQTT until receipted.
     Fleet(cmd::fleet::Args),
+    /// Run the gateway until stopped (the mode dosegate.service starts).
+    Run(cmd::run::Args),
 }
 
 fn main() -> ExitCode {
@@ -39,6 +41,7 @@ fn main() -> ExitCode {
         Command::Predict(args) => cmd::predict::run(args),
         Command::CheckGcode(args) => cmd::check_gcode::run(args),
         Command::Fleet(args) => cmd::fleet::run(args),
+        Command::Run(args) => cmd::run::run(args),
     };
     match result {
         Ok(code) => code,

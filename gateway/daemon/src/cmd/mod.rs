@@ -5,3 +5,4 @@ pub mod check_job;
 pub mod fleet;
 pub mod ledger;
 pub mod predict;
+pub mod run;

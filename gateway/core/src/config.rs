@@ -1,0 +1,416 @@
+//! The gateway's configuration: one TOML file, parsed from `&str` into a typed [`Config`] and
+//! validated once, at start.
+//!
+//! This module owns the schema (unknown keys are refused) and the checks that need no I/O: the
+//! gateway id's shape, paths being absolute and normalised, device paths living under `/dev`, and
+//! the size cap on the file itself. It does not open files or probe devices: the daemon reads the
+//! bytes and, later, opens the devices named here.
+//!
+//! Sections grow with the gateway: the fleet link, job limits and models come with later issues.
+//! Dangerous development overrides only ever live under `[insecure]`; the daemon logs a warning
+//! on every start while that table is present, even when it is empty.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Largest accepted configuration file, in bytes.
+pub const MAX_CONFIG_BYTES: usize = 64 * 1024;
+/// Longest accepted gateway id, in bytes.
+pub const MAX_GATEWAY_ID_LEN: usize = 64;
+/// Longest accepted path, in bytes.
+pub const MAX_PATH_LEN: usize = 256;
+
+/// Why a configuration was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// The file is larger than [`MAX_CONFIG_BYTES`].
+    #[error("configuration is {len} bytes; at most {MAX_CONFIG_BYTES}")]
+    TooLarge {
+        /// Its size.
+        len: usize,
+    },
+    /// Not valid TOML for this schema (unknown keys and missing sections included).
+    #[error("configuration is not valid: {reason}")]
+    Syntax {
+        /// What the TOML parser reported (with line and column).
+        reason: String,
+    },
+    /// The gateway id is empty, too long, or has characters outside `[a-z0-9-]`, or starts or
+    /// ends with `-`.
+    #[error(
+        "gateway_id {value:?} is not valid (1–{MAX_GATEWAY_ID_LEN} of a–z 0–9 -, not starting or ending with -)"
+    )]
+    BadGatewayId {
+        /// The value.
+        value: String,
+    },
+    /// A path is relative, not normalised (`.`/`..`/`//`), too long, or not valid UTF-8.
+    #[error(
+        "{field} = {value:?} must be an absolute, normalised path of at most {MAX_PATH_LEN} bytes"
+    )]
+    BadPath {
+        /// The key, e.g. `paths.state_dir`.
+        field: &'static str,
+        /// The value.
+        value: String,
+    },
+    /// A device path does not live under `/dev`.
+    #[error("{field} = {value:?} is not a device under /dev")]
+    NotADevice {
+        /// The key, e.g. `printer.serial`.
+        field: &'static str,
+        /// The value.
+        value: String,
+    },
+    /// The printer's baud rate is not one Marlin boards use.
+    #[error("printer.baud = {value} is not one of {allowed:?}")]
+    BadBaud {
+        /// The value.
+        value: u32,
+        /// The accepted rates.
+        allowed: &'static [u32],
+    },
+}
+
+/// Baud rates Marlin boards are built with.
+pub const BAUD_RATES: &[u32] = &[57_600, 115_200, 250_000, 500_000, 1_000_000];
+
+/// A gateway's identity as the hub knows it (`spoke/{gateway_id}/…` topics, jobs' `gateway_id`):
+/// lowercase letters, digits and inner dashes only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayId(String);
+
+impl GatewayId {
+    /// Checks and wraps an id.
+    pub fn parse(value: &str) -> Result<Self, ConfigError> {
+        let ok_chars = value
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if value.is_empty()
+            || value.len() > MAX_GATEWAY_ID_LEN
+            || !ok_chars
+            || value.starts_with('-')
+            || value.ends_with('-')
+        {
+            return Err(ConfigError::BadGatewayId {
+                value: value.to_owned(),
+            });
+        }
+        Ok(Self(value.to_owned()))
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Where the gateway keeps its state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Paths {
+    /// The writable state directory (ledger, spool); on the appliance `/var/lib/dosegate`.
+    pub state_dir: PathBuf,
+}
+
+/// The printer's serial link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Printer {
+    /// The serial device, e.g. `/dev/ttyUSB0` (`/dev/ttyS1` under QEMU).
+    pub serial: PathBuf,
+    /// Line speed in baud.
+    pub baud: u32,
+}
+
+/// The TPM the gateway's keys live in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tpm {
+    /// The TPM resource-manager device, normally `/dev/tpmrm0`.
+    pub device: PathBuf,
+}
+
+/// Development overrides. Its presence alone makes the daemon warn at every start; the overrides
+/// themselves arrive with the modules they weaken (software keys with the TPM adapter, plain TCP
+/// with the fleet link), and until then the table accepts no keys.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Insecure {}
+
+/// A validated gateway configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// This gateway's id.
+    pub gateway_id: GatewayId,
+    /// Where state lives.
+    pub paths: Paths,
+    /// The printer link.
+    pub printer: Printer,
+    /// The TPM.
+    pub tpm: Tpm,
+    /// `Some` when the `[insecure]` table is present.
+    pub insecure: Option<Insecure>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    gateway_id: String,
+    paths: RawPaths,
+    printer: RawPrinter,
+    tpm: RawTpm,
+    insecure: Option<Insecure>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPaths {
+    state_dir: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPrinter {
+    serial: String,
+    #[serde(default = "default_baud")]
+    baud: u32,
+}
+
+fn default_baud() -> u32 {
+    115_200
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTpm {
+    #[serde(default = "default_tpm")]
+    device: String,
+}
+
+fn default_tpm() -> String {
+    "/dev/tpmrm0".to_owned()
+}
+
+impl Config {
+    /// Parses and validates a configuration file's text.
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        if text.len() > MAX_CONFIG_BYTES {
+            return Err(ConfigError::TooLarge { len: text.len() });
+        }
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            reason: e.to_string(),
+        })?;
+        let baud = raw.printer.baud;
+        if !BAUD_RATES.contains(&baud) {
+            return Err(ConfigError::BadBaud {
+                value: baud,
+                allowed: BAUD_RATES,
+            });
+        }
+        Ok(Self {
+            gateway_id: GatewayId::parse(&raw.gateway_id)?,
+            paths: Paths {
+                state_dir: absolute("paths.state_dir", &raw.paths.state_dir)?,
+            },
+            printer: Printer {
+                serial: device("printer.serial", &raw.printer.serial)?,
+                baud,
+            },
+            tpm: Tpm {
+                device: device("tpm.device", &raw.tpm.device)?,
+            },
+            insecure: raw.insecure,
+        })
+    }
+}
+
+fn absolute(field: &'static str, value: &str) -> Result<PathBuf, ConfigError> {
+    let bad = || ConfigError::BadPath {
+        field,
+        value: value.to_owned(),
+    };
+    // Checked on the text, not with `Path::components`, which silently drops `.` and `//`.
+    let normal = value
+        .split('/')
+        .skip(1)
+        .all(|seg| !seg.is_empty() && seg != "." && seg != "..");
+    if value.len() > MAX_PATH_LEN || !value.starts_with('/') || !normal {
+        return Err(bad());
+    }
+    let path = Path::new(value);
+    Ok(path.to_path_buf())
+}
+
+fn device(field: &'static str, value: &str) -> Result<PathBuf, ConfigError> {
+    let path = absolute(field, value)?;
+    if !path.starts_with("/dev") || path == Path::new("/dev") {
+        return Err(ConfigError::NotADevice {
+            field,
+            value: value.to_owned(),
+        });
+    }
+    Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+gateway_id = "spoke-0001"
+
+[paths]
+state_dir = "/var/lib/dosegate"
+
+[printer]
+serial = "/dev/ttyUSB0"
+
+[tpm]
+device = "/dev/tpmrm0"
+"#;
+
+    fn with(old: &str, new: &str) -> String {
+        assert!(GOOD.contains(old), "fixture lacks {old}");
+        GOOD.replacen(old, new, 1)
+    }
+
+    #[test]
+    fn accepts_the_example_with_defaults() {
+        let cfg = Config::parse(GOOD).expect("valid");
+        assert_eq!(cfg.gateway_id.as_str(), "spoke-0001");
+        assert_eq!(cfg.paths.state_dir, PathBuf::from("/var/lib/dosegate"));
+        assert_eq!(cfg.printer.serial, PathBuf::from("/dev/ttyUSB0"));
+        assert_eq!(cfg.printer.baud, 115_200);
+        assert_eq!(cfg.tpm.device, PathBuf::from("/dev/tpmrm0"));
+        assert_eq!(cfg.insecure, None);
+    }
+
+    #[test]
+    fn accepts_the_shipped_example_files() {
+        for file in [
+            "examples/gateway.toml",
+            "../os-image/overlay/etc/credstore/dosegate.gateway.toml",
+        ] {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(file);
+            let text = std::fs::read_to_string(&path).expect("example present");
+            Config::parse(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        }
+    }
+
+    #[test]
+    fn notes_an_empty_insecure_table() {
+        let cfg = Config::parse(&format!("{GOOD}\n[insecure]\n")).expect("valid");
+        assert_eq!(cfg.insecure, Some(Insecure {}));
+    }
+
+    #[test]
+    fn rejects_unknown_keys_everywhere() {
+        for text in [
+            format!("{GOOD}\nextra = 1\n"),
+            with("[tpm]", "[tpm]\npcr = 23"),
+            format!("{GOOD}\n[insecure]\nsoftware_keys = true\n"),
+            format!("{GOOD}\n[mqtt]\nhost = \"hub\"\n"),
+        ] {
+            assert!(
+                matches!(Config::parse(&text), Err(ConfigError::Syntax { .. })),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn rejects_a_missing_section() {
+        let text = with("[printer]\nserial = \"/dev/ttyUSB0\"\n", "");
+        let err = Config::parse(&text).unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::Syntax { reason } if reason.contains("printer")),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn rejects_malformed_gateway_ids() {
+        for id in [
+            "",
+            "Spoke",
+            "spoke_1",
+            "-spoke",
+            "spoke-",
+            "spöke",
+            &"a".repeat(65),
+        ] {
+            let text = with("\"spoke-0001\"", &format!("{id:?}"));
+            assert_eq!(
+                Config::parse(&text),
+                Err(ConfigError::BadGatewayId {
+                    value: id.to_owned()
+                })
+            );
+        }
+    }
+
+    #[test]
+    fn rejects_relative_and_traversing_paths() {
+        for value in [
+            "var/lib/dosegate",
+            "/var/lib/../etc",
+            "/var//lib",
+            "/var/lib/",
+            "/./var",
+        ] {
+            let text = with("\"/var/lib/dosegate\"", &format!("{value:?}"));
+            assert_eq!(
+                Config::parse(&text),
+                Err(ConfigError::BadPath {
+                    field: "paths.state_dir",
+                    value: value.to_owned()
+                })
+            );
+        }
+    }
+
+    #[test]
+    fn rejects_devices_outside_dev() {
+        for value in ["/etc/passwd", "/dev", "/devices/x"] {
+            let text = with("\"/dev/ttyUSB0\"", &format!("{value:?}"));
+            assert_eq!(
+                Config::parse(&text),
+                Err(ConfigError::NotADevice {
+                    field: "printer.serial",
+                    value: value.to_owned()
+                })
+            );
+        }
+        let text = with("\"/dev/tpmrm0\"", "\"/dev/../tmp/tpm\"");
+        assert!(matches!(
+            Config::parse(&text),
+            Err(ConfigError::BadPath {
+                field: "tpm.device",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn rejects_odd_baud_rates() {
+        let text = with(
+            "serial = \"/dev/ttyUSB0\"",
+            "serial = \"/dev/ttyUSB0\"\nbaud = 9600",
+        );
+        assert_eq!(
+            Config::parse(&text),
+            Err(ConfigError::BadBaud {
+                value: 9600,
+                allowed: BAUD_RATES
+            })
+        );
+    }
+
+    #[test]
+    fn rejects_oversized_files_before_parsing() {
+        let text = format!("{GOOD}#{}", "x".repeat(MAX_CONFIG_BYTES));
+        assert_eq!(
+            Config::parse(&text),
+            Err(ConfigError::TooLarge { len: text.len() })
+        );
+    }
+}
