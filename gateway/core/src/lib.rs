@@ -20,4 +20,5 @@ pub mod cbor;
 pub mod envelope;
 // pub mod job;
 pub mod prescription;
+pub mod stream;
 // pub mod trust;

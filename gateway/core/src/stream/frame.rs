@@ -1,0 +1,90 @@
+//! Outgoing lines: canonical commands and Marlin's line framing `N<n> <command>*<xor>\n`.
+//!
+//! Owns the checksum and the rule for what a canonical command may contain. It does not decide
+//! what to send or when (that is [`super::Streamer`]), and it never copies source bytes: every
+//! command is checked here before it is framed.
+
+use super::StreamError;
+
+/// Longest canonical command, in bytes. Marlin's `MAX_CMD_SIZE` is 96 bytes including the line
+/// number and checksum; 80 leaves room for `N<10 digits> ` and `*255`.
+pub const MAX_COMMAND_LEN: usize = 80;
+
+/// XOR of every byte, as Marlin computes it over `N<n> <command>`.
+pub fn checksum(bytes: &[u8]) -> u8 {
+    bytes.iter().fold(0, |acc, b| acc ^ b)
+}
+
+/// A command in canonical form: one printable-ASCII G/M/T word and its parameters, no line
+/// number, no checksum, no comment. Only such commands reach the printer.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CanonicalCommand(String);
+
+impl CanonicalCommand {
+    /// Checks `text` and wraps it.
+    ///
+    /// Refused: empty or longer than [`MAX_COMMAND_LEN`]; a byte outside printable ASCII; `*`, `;`,
+    /// `(`, `)` or `"` (checksum and comment syntax); leading or trailing space; a first letter
+    /// other than upper-case `G`, `M` or `T`; an `N` word (the streamer numbers lines itself).
+    pub fn new(text: &str) -> Result<Self, StreamError> {
+        let bad = |reason: &'static str| StreamError::NotCanonical {
+            command: text.chars().take(MAX_COMMAND_LEN).collect(),
+            reason,
+        };
+        if text.is_empty() {
+            return Err(bad("empty"));
+        }
+        if text.len() > MAX_COMMAND_LEN {
+            return Err(bad("longer than 80 bytes"));
+        }
+        if !text.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+            return Err(bad("byte outside printable ASCII"));
+        }
+        if text.bytes().any(|b| matches!(b, b'*' | b';' | b'(' | b')' | b'"')) {
+            return Err(bad("checksum or comment syntax"));
+        }
+        if text.starts_with(' ') || text.ends_with(' ') || text.contains("  ") {
+            return Err(bad("not single-spaced"));
+        }
+        if !matches!(text.as_bytes().first(), Some(b'G' | b'M' | b'T')) {
+            return Err(bad("does not start with G, M or T"));
+        }
+        if text.split(' ').any(|w| w.starts_with('N')) {
+            return Err(bad("carries a line number"));
+        }
+        Ok(Self(text.to_owned()))
+    }
+
+    /// The command text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The numeric value of parameter `letter` (`S` of `M104 S190`), if present and finite.
+    pub fn param(&self, letter: char) -> Option<f64> {
+        self.0
+            .split(' ')
+            .skip(1)
+            .find_map(|w| w.strip_prefix(letter))
+            .and_then(|v| v.parse::<f64>().ok())
+            .filter(|v| v.is_finite())
+    }
+
+    /// The command word (`G1`, `M104`).
+    pub fn word(&self) -> &str {
+        self.0.split(' ').next().unwrap_or_default()
+    }
+}
+
+impl std::fmt::Display for CanonicalCommand {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Frames `command` as line `n`: `N<n> <command>*<checksum>\n`.
+pub fn frame(n: u32, command: &CanonicalCommand) -> Vec<u8> {
+    let body = format!("N{n} {}", command.as_str());
+    let cs = checksum(body.as_bytes());
+    format!("{body}*{cs}\n").into_bytes()
+}
