@@ -390,7 +390,18 @@ impl Streamer {
 
     fn handle_line(&mut self, line: &str, now: Duration) {
         let reply = parse_reply(line);
-        self.last_activity = now;
+        // Signs of life that hold off a probe: anything but temperature reports, which count only
+        // while the oldest line in flight is a blocking heat-up (Marlin sends nothing else then).
+        let heating = self
+            .line(self.acked)
+            .and_then(|l| match l.purpose {
+                Purpose::Program(i) => self.program.commands.get(i),
+                _ => None,
+            })
+            .is_some_and(|c| matches!(c.command.word(), "M109" | "M190"));
+        if heating || !matches!(reply, Reply::Temperatures(_)) {
+            self.last_activity = now;
+        }
         if let Phase::Handshake { spoiled, .. } = &mut self.phase {
             match reply {
                 Reply::Ok { .. } if !*spoiled => self.handshake_done(now),
@@ -404,7 +415,7 @@ impl Streamer {
                 if let Some(t) = temperatures {
                     self.monitor.report(t.hotend.map(|h| h.0), t.bed.map(|b| b.0), now);
                 }
-                self.on_ok(line, now);
+                self.on_ok(line, temperatures.is_some(), now);
             }
             Reply::Resend(n) => self.on_resend(n, now),
             Reply::LineError { .. } | Reply::Busy | Reply::Wait => {}
@@ -425,23 +436,36 @@ impl Streamer {
         }
     }
 
-    fn on_ok(&mut self, line: Option<u32>, now: Duration) {
+    fn on_ok(&mut self, line: Option<u32>, answers_m105: bool, now: Duration) {
         self.probes = 0;
         if self.caps.advanced_ok {
-            if let Some(k) = line {
-                if k < self.acked {
-                    return; // stale: the ok that follows a resend request, or a duplicate
-                }
-                if k >= self.send_from {
-                    let highest_sent = self.send_from.checked_sub(1);
-                    self.abort(AbortReason::AckForUnsentLine { line: k, highest_sent }, now);
-                    return;
-                }
-                while self.acked <= k && self.outcome.is_none() {
+            // Marlin's `ok` names the line it acknowledges, except after a resend request and
+            // in `M105`'s own `ok T:…` answer.
+            let Some(k) = line else {
+                let oldest = self.line(self.acked).map(|l| l.purpose);
+                if answers_m105 && self.acked < self.send_from && oldest == Some(Purpose::TemperaturePoll) {
                     self.ack_oldest(now);
                 }
                 return;
+            };
+            if k < self.acked {
+                return; // stale: a duplicate, or already counted when a resend request named a later line
             }
+            if k >= self.next_n {
+                let highest_sent = self.next_n.checked_sub(1);
+                self.abort(AbortReason::AckForUnsentLine { line: k, highest_sent }, now);
+                return;
+            }
+            // Marlin accepts lines only in order, so every line up to `k` was accepted. If `k`
+            // lies beyond `send_from`, the resend request that sent us back was stale.
+            self.catch_up_to(k + 1, now);
+            if self.send_from <= k {
+                self.send_from = k + 1;
+            }
+            if let Some(r) = &mut self.recovery {
+                r.from = r.from.max(k + 1);
+            }
+            return;
         }
         if let Some(r) = &mut self.recovery {
             r.expected_oks = r.expected_oks.saturating_sub(1);
@@ -457,28 +481,26 @@ impl Streamer {
     }
 
     fn on_resend(&mut self, n: u32, now: Duration) {
-        if let Some(r) = &mut self.recovery {
+        let quiet_until = now + quiesce(&self.cfg, self.min_rtt);
+        if let Some(r) = self.recovery {
             if n == r.from {
-                // A stale line that reached the firmware after its flush: same request again.
-                r.expected_oks = r.expected_oks.saturating_add(1);
-                r.quiet_until = now + quiesce(&self.cfg, self.min_rtt);
+                // A stale line that reached the firmware after its flush: the same request again.
+                if let Some(r) = &mut self.recovery {
+                    r.expected_oks = r.expected_oks.saturating_add(1);
+                    r.quiet_until = quiet_until;
+                }
                 return;
             }
-            let expected = r.from;
-            self.abort(AbortReason::ConflictingResend { expected, requested: n }, now);
-            return;
-        }
-        if n < self.acked || n > self.send_from || n >= self.next_n {
-            // `n == next_n` would ask for a line never numbered: after a probe of an
-            // already-received last line that is the firmware saying "all received".
-            if n == self.next_n && n == self.send_from {
-                self.catch_up_to(n, now);
+            if n < r.from || n > self.next_n {
+                self.abort(AbortReason::ConflictingResend { expected: r.from, requested: n }, now);
                 return;
             }
+        } else if n < self.acked || n > self.next_n {
             let (oldest_unacked, next_to_send) = (self.acked, self.send_from);
             self.abort(AbortReason::ResendOutOfWindow { requested: n, oldest_unacked, next_to_send }, now);
             return;
         }
+        // The firmware has every line below `n` and discarded the rest of its buffer.
         let attempt = {
             let c = self.resend_counts.entry(n).or_insert(0);
             *c += 1;
@@ -490,14 +512,11 @@ impl Streamer {
             self.abort(AbortReason::ResendLimitExceeded { line: n, attempts: attempt }, now);
             return;
         }
-        let received = n - self.acked;
+        let received = n.saturating_sub(self.acked);
+        let carried = self.recovery.map_or(0, |r| r.expected_oks);
         self.catch_up_to(n, now);
         self.send_from = n;
-        self.recovery = Some(Recovery {
-            from: n,
-            quiet_until: now + quiesce(&self.cfg, self.min_rtt),
-            expected_oks: received + 1,
-        });
+        self.recovery = Some(Recovery { from: n, quiet_until, expected_oks: carried + received + 1 });
         self.stale_oks = 0;
     }
 
