@@ -25,7 +25,8 @@ pub struct Motion {
 }
 
 fn param(words: &[&str], letter: char) -> Option<f64> {
-    words.iter().skip(1).find_map(|w| w.strip_prefix(letter)).and_then(|v| v.parse().ok())
+    // Marlin's parser keeps the last occurrence of a repeated parameter.
+    words.iter().skip(1).rev().find_map(|w| w.strip_prefix(letter)).and_then(|v| v.parse().ok())
 }
 
 impl Motion {

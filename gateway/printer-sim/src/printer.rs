@@ -432,7 +432,7 @@ impl Printer {
                 return;
             }
             self.last_line = n;
-            let body = head.get(1 + digits.len()..).unwrap_or_default().trim().to_owned();
+            let body = head.get(1 + digits.len()..).unwrap_or_default().split_whitespace().collect::<Vec<_>>().join(" ");
             (Some(n), body)
         } else {
             if text.contains('*') {
@@ -502,7 +502,7 @@ impl Printer {
     fn complete(&mut self, cmd: Queued) {
         let words: Vec<&str> = cmd.command.split_whitespace().collect();
         let word = words.first().copied().unwrap_or_default();
-        let param = |l: char| -> Option<f64> { words.iter().skip(1).find_map(|w| w.strip_prefix(l)).and_then(|v| v.parse().ok()) };
+        let param = |l: char| -> Option<f64> { words.iter().skip(1).rev().find_map(|w| w.strip_prefix(l)).and_then(|v| v.parse().ok()) };
         let mut send_ok = !cmd.omit_ok;
         match word {
             "G0" | "G1" => {

@@ -196,14 +196,15 @@ fn an_operator_stop_bypasses_the_queue() {
 
 #[test]
 fn a_checkpoint_catches_a_position_the_virtual_print_did_not_expect() {
-    // The firmware runs an extra extrusion the program does not contain (as a tampered or
-    // buggy firmware would): the final M114 no longer matches the virtual print.
+    // Something outside the program switches the extruder to relative mode mid-print (as a
+    // tampered firmware or a second host could): every later E value lands elsewhere, and the
+    // final M114 no longer matches the virtual print.
     let prog = printlet(100);
     let mut first = true;
     let r = run_with(&prog, fast_cfg(), SimConfig::default(), Duration::ZERO, |now, _, p| {
         if first && p.executed().len() > 60 {
             first = false;
-            p.receive(b"G92 E7\n", now);
+            p.receive(b"M83\n", now);
         }
     });
     assert!(matches!(r.outcome, Err(AbortReason::CheckpointMismatch { axis: 'E', .. })), "{:?}", r.outcome);

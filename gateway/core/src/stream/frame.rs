@@ -83,8 +83,53 @@ impl std::fmt::Display for CanonicalCommand {
 }
 
 /// Frames `command` as line `n`: `N<n> <command>*<checksum>\n`.
+///
+/// Marlin's checksum is an 8-bit XOR. When a UART drops the end of a line (its `*<checksum>` and
+/// newline), the rest merges with the next line, and the merged line passes the next line's
+/// checksum exactly when the XOR of the surviving prefix is zero — a silently corrupted command.
+/// So the frame is laid out (an extra space between words where needed; Marlin skips repeated
+/// spaces) such that no prefix of it has a zero XOR: a line cut anywhere and merged with a whole
+/// next line always fails its checksum.
 pub fn frame(n: u32, command: &CanonicalCommand) -> Vec<u8> {
-    let body = format!("N{n} {}", command.as_str());
-    let cs = checksum(body.as_bytes());
-    format!("{body}*{cs}\n").into_bytes()
+    // `N` followed by digits never has a zero prefix XOR (0x4E against 0x3X).
+    let mut out = format!("N{n}");
+    let mut acc = checksum(out.as_bytes());
+    for word in command.as_str().split(' ') {
+        let clean = |sep: &str| -> Option<u8> {
+            let mut r = acc;
+            for b in sep.bytes().chain(word.bytes()) {
+                r ^= b;
+                if r == 0 {
+                    return None;
+                }
+            }
+            Some(r)
+        };
+        let (sep, next) = match (clean(" "), clean("  ")) {
+            (Some(r), _) => (" ", r),
+            (None, Some(r)) => ("  ", r),
+            (None, None) => (" ", acc ^ checksum(b" ") ^ checksum(word.as_bytes())),
+        };
+        out.push_str(sep);
+        out.push_str(word);
+        acc = next;
+    }
+    let tail_clean = |cs: u8| -> bool {
+        let mut r = cs ^ b'*';
+        if r == 0 {
+            return false;
+        }
+        for d in cs.to_string().bytes() {
+            r ^= d;
+            if r == 0 {
+                return false;
+            }
+        }
+        true
+    };
+    if !tail_clean(acc) && acc != b' ' && tail_clean(acc ^ b' ') {
+        out.push(' ');
+        acc ^= b' ';
+    }
+    format!("{out}*{acc}\n").into_bytes()
 }
