@@ -391,14 +391,24 @@ impl Streamer {
     fn handle_line(&mut self, line: &str, now: Duration) {
         let reply = parse_reply(line);
         // Signs of life that hold off a probe: anything but temperature reports, which count only
-        // while the oldest line in flight is a blocking heat-up (Marlin sends nothing else then).
-        let heating = self
+        // while the oldest line in flight is a blocking heat-up whose heater is still off target
+        // (Marlin sends nothing else then). A probe is harmless: line numbers reject duplicates.
+        let waiting_for = self
             .line(self.acked)
             .and_then(|l| match l.purpose {
                 Purpose::Program(i) => self.program.commands.get(i),
                 _ => None,
             })
-            .is_some_and(|c| matches!(c.command.word(), "M109" | "M190"));
+            .and_then(|c| match c.command.word() {
+                "M109" => Some(Heater::Hotend),
+                "M190" => Some(Heater::Bed),
+                _ => None,
+            });
+        let heating = match (&reply, waiting_for) {
+            (Reply::Temperatures(t), Some(Heater::Hotend)) => t.hotend.is_some_and(|(a, tg)| (a - tg).abs() > 1.0),
+            (Reply::Temperatures(t), Some(Heater::Bed)) => t.bed.is_some_and(|(a, tg)| (a - tg).abs() > 1.0),
+            _ => false,
+        };
         if heating || !matches!(reply, Reply::Temperatures(_)) {
             self.last_activity = now;
         }
