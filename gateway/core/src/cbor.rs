@@ -49,7 +49,10 @@ pub fn to_vec<T: Serialize>(value: &T) -> Result<Vec<u8>, CborError> {
 
 /// Decodes `bytes` as a `T`, refusing inputs over `max` bytes and any encoding that is not the
 /// deterministic one.
-pub fn from_slice<T: Serialize + DeserializeOwned>(bytes: &[u8], max: usize) -> Result<T, CborError> {
+pub fn from_slice<T: Serialize + DeserializeOwned>(
+    bytes: &[u8],
+    max: usize,
+) -> Result<T, CborError> {
     if bytes.len() > max {
         return Err(CborError::TooLarge {
             len: bytes.len(),

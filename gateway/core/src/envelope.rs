@@ -454,7 +454,10 @@ fn header_kid(header: &Header) -> Option<KeyId> {
 }
 
 fn is_es256(header: &Header) -> bool {
-    header.alg == Some(coset::RegisteredLabelWithPrivate::Assigned(iana::Algorithm::ES256))
+    header.alg
+        == Some(coset::RegisteredLabelWithPrivate::Assigned(
+            iana::Algorithm::ES256,
+        ))
 }
 
 /// Decodes a tagged `COSE_Sign1` of the expected content type without checking signatures.
@@ -492,11 +495,7 @@ pub fn decode(bytes: &[u8], expected: ContentType, max: usize) -> Result<Envelop
     let Some(payload) = sign1.payload.clone() else {
         return Err(EnvelopeError::NoPayload);
     };
-    let body_protected = sign1
-        .protected
-        .original_data
-        .clone()
-        .unwrap_or_default();
+    let body_protected = sign1.protected.original_data.clone().unwrap_or_default();
 
     let mut signatures = Vec::new();
     if !sign1.signature.is_empty() {
@@ -508,11 +507,15 @@ pub fn decode(bytes: &[u8], expected: ContentType, max: usize) -> Result<Envelop
     }
     let u = &sign1.unprotected;
     if u.alg.is_some() || !u.key_id.is_empty() || u.content_type.is_some() {
-        return Err(malformed("security-relevant header outside the protected map".into()));
+        return Err(malformed(
+            "security-relevant header outside the protected map".into(),
+        ));
     }
     for (label, value) in &u.rest {
         if *label != Label::Int(COUNTERSIGNATURE_LABEL) {
-            return Err(malformed(format!("unexpected unprotected header {label:?}")));
+            return Err(malformed(format!(
+                "unexpected unprotected header {label:?}"
+            )));
         }
         let Value::Array(list) = value else {
             return Err(malformed("countersignatures are not an array".into()));
@@ -550,8 +553,11 @@ fn decode_countersignature(
     let Value::Array(parts) = item else {
         return Err(malformed("not an array"));
     };
-    let [Value::Bytes(sign_protected), Value::Map(unprotected), Value::Bytes(signature)] =
-        parts.as_slice()
+    let [
+        Value::Bytes(sign_protected),
+        Value::Map(unprotected),
+        Value::Bytes(signature),
+    ] = parts.as_slice()
     else {
         return Err(malformed("not [protected, unprotected, signature]"));
     };

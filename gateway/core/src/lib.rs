@@ -14,11 +14,16 @@
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
-#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 pub mod cbor;
 pub mod envelope;
-// pub mod job;
+pub mod job;
 pub mod prescription;
 pub mod stream;
-// pub mod trust;
+pub mod trust;

@@ -97,7 +97,7 @@ pub struct Prescription {
     pub models: Vec<String>,
 }
 
-fn check_id(field: &'static str, value: &str) -> Result<(), PrescriptionError> {
+pub(crate) fn check_id(field: &'static str, value: &str) -> Result<(), PrescriptionError> {
     let ok = !value.is_empty()
         && value.len() <= MAX_ID_LEN
         && value
@@ -113,7 +113,12 @@ fn check_id(field: &'static str, value: &str) -> Result<(), PrescriptionError> {
     }
 }
 
-fn check_range(field: &'static str, value: f64, min: f64, max: f64) -> Result<(), PrescriptionError> {
+fn check_range(
+    field: &'static str,
+    value: f64,
+    min: f64,
+    max: f64,
+) -> Result<(), PrescriptionError> {
     // `contains` is false for NaN, so NaN is refused too.
     if (min..=max).contains(&value) {
         Ok(())
@@ -146,8 +151,18 @@ impl Prescription {
         check_range("dose_mg", self.dose_mg, 0.001, 10_000.0)?;
         check_range("tolerance_pct", self.tolerance_pct, 0.0, 50.0)?;
         check_range("units", f64::from(self.units), 1.0, f64::from(MAX_UNITS))?;
-        check_range("formulation.api_fraction", self.formulation.api_fraction, 1e-6, 1.0)?;
-        check_range("formulation.density_g_cm3", self.formulation.density_g_cm3, 0.1, 5.0)?;
+        check_range(
+            "formulation.api_fraction",
+            self.formulation.api_fraction,
+            1e-6,
+            1.0,
+        )?;
+        check_range(
+            "formulation.density_g_cm3",
+            self.formulation.density_g_cm3,
+            0.1,
+            5.0,
+        )?;
         if self.models.len() > MAX_MODELS {
             return Err(PrescriptionError::TooManyModels {
                 count: self.models.len(),
@@ -157,6 +172,12 @@ impl Prescription {
             check_id("models[]", m)?;
         }
         Ok(())
+    }
+
+    /// Checks that `value` is a valid identifier (1–64 of `A–Z a–z 0–9 . _ -`), for ids that
+    /// other tools accept (gateway ids, hub ids).
+    pub fn check_identifier(field: &'static str, value: &str) -> Result<(), PrescriptionError> {
+        check_id(field, value)
     }
 
     /// The lowest and highest dose per unit the tolerance allows, mg.
@@ -212,7 +233,10 @@ version = 1
             assert!(
                 matches!(
                     Prescription::from_toml(&text),
-                    Err(PrescriptionError::OutOfRange { field: "dose_mg", .. })
+                    Err(PrescriptionError::OutOfRange {
+                        field: "dose_mg",
+                        ..
+                    })
                 ),
                 "{bad}"
             );
@@ -224,7 +248,10 @@ version = 1
         let text = RX.replace("pt-7f3a9c", "../etc/passwd");
         assert!(matches!(
             Prescription::from_toml(&text),
-            Err(PrescriptionError::BadIdentifier { field: "patient_ref", .. })
+            Err(PrescriptionError::BadIdentifier {
+                field: "patient_ref",
+                ..
+            })
         ));
     }
 }

@@ -4,15 +4,35 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
+
+use dosegate::cmd;
 
 /// DoseGate gateway: accepts only hub-signed print jobs, checks them against the product's
 /// validated design space, and records every step in a signed ledger.
 #[derive(Debug, Parser)]
 #[command(name = "dosegate", version, about, long_about = None)]
-struct Cli {}
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Verify a signed job as the gateway would (exit 0 accept, 1 reject, 2 error).
+    CheckJob(cmd::check_job::Args),
+}
 
 fn main() -> ExitCode {
-    let _cli = Cli::parse();
-    ExitCode::SUCCESS
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::CheckJob(args) => cmd::check_job::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("dosegate: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
 }

@@ -40,7 +40,13 @@ fn countersignatures_meet_a_threshold() {
         .unwrap()
         .verify(&role(&keys, 3))
         .unwrap_err();
-    assert_eq!(err, EnvelopeError::BelowThreshold { valid: 2, threshold: 3 });
+    assert_eq!(
+        err,
+        EnvelopeError::BelowThreshold {
+            valid: 2,
+            threshold: 3
+        }
+    );
 }
 
 #[test]
@@ -52,7 +58,13 @@ fn same_key_twice_counts_once() {
         .unwrap()
         .verify(&role(&keys, 2))
         .unwrap_err();
-    assert_eq!(err, EnvelopeError::BelowThreshold { valid: 1, threshold: 2 });
+    assert_eq!(
+        err,
+        EnvelopeError::BelowThreshold {
+            valid: 1,
+            threshold: 2
+        }
+    );
 }
 
 #[test]
@@ -66,7 +78,12 @@ fn rejects_flipped_payload_byte_as_bad_signature() {
         .unwrap()
         .verify(&role(&keys, 1))
         .unwrap_err();
-    assert_eq!(err, EnvelopeError::BadSignature { key_id: k.public_key().key_id() });
+    assert_eq!(
+        err,
+        EnvelopeError::BadSignature {
+            key_id: k.public_key().key_id()
+        }
+    );
 }
 
 #[test]
@@ -78,7 +95,12 @@ fn rejects_signature_by_unknown_key() {
         .unwrap()
         .verify(&role(&keys, 1))
         .unwrap_err();
-    assert_eq!(err, EnvelopeError::UnknownKey { key_id: Some(b.public_key().key_id()) });
+    assert_eq!(
+        err,
+        EnvelopeError::UnknownKey {
+            key_id: Some(b.public_key().key_id())
+        }
+    );
 }
 
 #[test]
@@ -87,7 +109,10 @@ fn rejects_job_signature_presented_as_receipt() {
     let bytes = sign(ContentType::Job, b"x", &[&k]).unwrap();
     assert!(matches!(
         decode(&bytes, ContentType::Receipt, MAX),
-        Err(EnvelopeError::WrongContentType { expected: ContentType::Receipt, .. })
+        Err(EnvelopeError::WrongContentType {
+            expected: ContentType::Receipt,
+            ..
+        })
     ));
 }
 
@@ -105,7 +130,10 @@ fn rejects_untagged_and_truncated_and_oversized() {
     ));
     assert_eq!(
         decode(&bytes, ContentType::Job, 8).unwrap_err(),
-        EnvelopeError::TooLarge { len: bytes.len(), max: 8 }
+        EnvelopeError::TooLarge {
+            len: bytes.len(),
+            max: 8
+        }
     );
 }
 
@@ -117,8 +145,17 @@ fn rejects_stripped_countersignature_for_threshold_two() {
     let one = sign(ContentType::Job, b"x", &[&a]).unwrap();
     assert!(two.len() > one.len());
     let keys = [a.public_key(), b.public_key()];
-    let err = decode(&one, ContentType::Job, MAX).unwrap().verify(&role(&keys, 2)).unwrap_err();
-    assert_eq!(err, EnvelopeError::BelowThreshold { valid: 1, threshold: 2 });
+    let err = decode(&one, ContentType::Job, MAX)
+        .unwrap()
+        .verify(&role(&keys, 2))
+        .unwrap_err();
+    assert_eq!(
+        err,
+        EnvelopeError::BelowThreshold {
+            valid: 1,
+            threshold: 2
+        }
+    );
 }
 
 #[test]
@@ -127,12 +164,21 @@ fn countersignature_is_bound_to_the_body_signature() {
     let (a, b) = (key(1), key(2));
     let env_ab = sign(ContentType::Job, b"x", &[&a, &b]).unwrap();
     let sign1 = CoseSign1::from_tagged_slice(&env_ab).unwrap();
-    let mut other = CoseSign1::from_tagged_slice(&sign(ContentType::Job, b"y", &[&a]).unwrap()).unwrap();
+    let mut other =
+        CoseSign1::from_tagged_slice(&sign(ContentType::Job, b"y", &[&a]).unwrap()).unwrap();
     other.unprotected = sign1.unprotected.clone();
     let grafted = other.to_tagged_vec().unwrap();
     let keys = [a.public_key(), b.public_key()];
-    let err = decode(&grafted, ContentType::Job, MAX).unwrap().verify(&role(&keys, 2)).unwrap_err();
-    assert_eq!(err, EnvelopeError::BadSignature { key_id: b.public_key().key_id() });
+    let err = decode(&grafted, ContentType::Job, MAX)
+        .unwrap()
+        .verify(&role(&keys, 2))
+        .unwrap_err();
+    assert_eq!(
+        err,
+        EnvelopeError::BadSignature {
+            key_id: b.public_key().key_id()
+        }
+    );
 }
 
 #[test]
@@ -147,8 +193,16 @@ fn rejects_high_s_signature_malleation() {
     sign1.signature = high.to_bytes().to_vec();
     let malleated = sign1.to_tagged_vec().unwrap();
     let keys = [k.public_key()];
-    let err = decode(&malleated, ContentType::Job, MAX).unwrap().verify(&role(&keys, 1)).unwrap_err();
-    assert_eq!(err, EnvelopeError::BadSignature { key_id: k.public_key().key_id() });
+    let err = decode(&malleated, ContentType::Job, MAX)
+        .unwrap()
+        .verify(&role(&keys, 1))
+        .unwrap_err();
+    assert_eq!(
+        err,
+        EnvelopeError::BadSignature {
+            key_id: k.public_key().key_id()
+        }
+    );
 }
 
 #[test]
@@ -160,6 +214,9 @@ fn a_signature_with_no_kid_is_not_counted() {
     sign1.protected.original_data = None;
     let stripped = sign1.to_tagged_vec().unwrap();
     let keys = [k.public_key()];
-    let err = decode(&stripped, ContentType::Job, MAX).unwrap().verify(&role(&keys, 1)).unwrap_err();
+    let err = decode(&stripped, ContentType::Job, MAX)
+        .unwrap()
+        .verify(&role(&keys, 1))
+        .unwrap_err();
     assert_eq!(err, EnvelopeError::UnknownKey { key_id: None });
 }

@@ -1,0 +1,3 @@
+//! One module per operator command. Each exposes `Args` (clap) and `run(args) -> Result<ExitCode>`.
+
+pub mod check_job;

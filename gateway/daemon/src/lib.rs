@@ -1,0 +1,9 @@
+//! The DoseGate daemon's library: the I/O shell around `dosegate-core`.
+//!
+//! One module per device or service (adapters) and one per operator command (`cmd`). The binary
+//! (`main.rs`) only parses arguments and dispatches here, and integration tests drive the same
+//! code.
+
+pub mod cmd;
+pub mod policy_file;
+pub mod verify;

@@ -1,0 +1,134 @@
+//! The gateway's job intake check, shared by `check-job`, `print` and the running daemon: stage 1
+//! (signatures, gateway, freshness, replay, G-code hash), the policy binding, then the design
+//! space. Turns the core's typed errors into the report people and machines read.
+
+use std::fmt::Write as _;
+
+use anyhow::Result;
+use dosegate_core::job::{self, AuthenticJob, GatewayContext, JobError, JobHistory};
+use dosegate_core::trust::TrustedRoot;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+/// The result of checking one job: no reasons means accepted.
+#[derive(Debug)]
+pub struct JobOutcome {
+    /// Every reason for rejection, each with a stable `code`.
+    pub reasons: Vec<Value>,
+    /// A summary of the job's signed fields (absent when the envelope did not verify).
+    pub job: Option<Value>,
+    /// The G-code's virtual print (absent when the check stopped before it).
+    pub analysis: Option<Value>,
+    /// The authenticated job, when stage 1 passed (the daemon streams it once the design space
+    /// is checked).
+    pub authentic: Option<AuthenticJob>,
+}
+
+fn job_reason(e: &JobError) -> Value {
+    json!({ "code": e.code(), "message": e.to_string() })
+}
+
+fn job_summary(a: &AuthenticJob) -> Value {
+    let j = a.job();
+    json!({
+        "job_id": j.job_id,
+        "seq": j.seq,
+        "gateway_id": j.gateway_id,
+        "issued_at": j.issued_at,
+        "expires_at": j.expires_at,
+        "product": j.prescription.product,
+        "dose_mg": j.prescription.dose_mg,
+        "tolerance_pct": j.prescription.tolerance_pct,
+        "units": j.prescription.units,
+        "gcode_sha256": hex::encode(j.prescription.gcode_sha256),
+        "gcode_bytes": a.gcode().len(),
+        "policy": { "id": j.policy.id, "version": j.policy.version, "sha256": hex::encode(j.policy.sha256) },
+        "models": j.models,
+        "signers": a.signers().iter().map(dosegate_core::envelope::KeyId::to_hex).collect::<Vec<_>>(),
+    })
+}
+
+/// Checks a job against the pinned root, this gateway, its history and the policy it holds.
+pub fn verify_job(
+    bytes: &[u8],
+    root: &TrustedRoot,
+    ctx: &GatewayContext<'_>,
+    history: &dyn JobHistory,
+    policy_bytes: &[u8],
+) -> Result<JobOutcome> {
+    let authentic = match job::authenticate(bytes, root, ctx, history) {
+        Ok(a) => a,
+        Err(e) => {
+            return Ok(JobOutcome {
+                reasons: vec![job_reason(&e)],
+                job: None,
+                analysis: None,
+                authentic: None,
+            });
+        }
+    };
+    let summary = job_summary(&authentic);
+    let policy_sha256: [u8; 32] = Sha256::digest(policy_bytes).into();
+    let (held_id, held_version) = crate::policy_file::identity(policy_bytes)?;
+    if let Err(e) = authentic.check_policy_binding(&held_id, held_version, policy_sha256) {
+        return Ok(JobOutcome {
+            reasons: vec![job_reason(&e)],
+            job: Some(summary),
+            analysis: None,
+            authentic: Some(authentic),
+        });
+    }
+    Ok(JobOutcome {
+        reasons: Vec::new(),
+        job: Some(summary),
+        analysis: None,
+        authentic: Some(authentic),
+    })
+}
+
+impl JobOutcome {
+    /// The report for people: verdict, every reason with its code and evidence, the job.
+    pub fn human_report(&self, name: &str) -> String {
+        let mut out = String::new();
+        let verdict = if self.reasons.is_empty() {
+            "ACCEPT"
+        } else {
+            "REJECT"
+        };
+        let _ = writeln!(out, "{name}: {verdict}");
+        for r in &self.reasons {
+            let code = r.get("code").and_then(Value::as_str).unwrap_or("?");
+            let message = r.get("message").and_then(Value::as_str).unwrap_or("");
+            match r.get("line").and_then(Value::as_u64) {
+                Some(line) => {
+                    let _ = writeln!(out, "  [{code}] line {line}: {message}");
+                }
+                None => {
+                    let _ = writeln!(out, "  [{code}] {message}");
+                }
+            }
+        }
+        if let Some(job) = &self.job {
+            let get = |k: &str| match job.get(k) {
+                Some(Value::String(s)) => s.clone(),
+                Some(v) => v.to_string(),
+                None => String::new(),
+            };
+            let _ = writeln!(
+                out,
+                "  job {} seq {} for {}: {} × {} mg ±{} % of {}",
+                get("job_id"),
+                get("seq"),
+                get("gateway_id"),
+                get("units"),
+                get("dose_mg"),
+                get("tolerance_pct"),
+                get("product")
+            );
+        }
+        if let Some(a) = &self.analysis {
+            let _ = writeln!(out, "  analysis: {a}");
+        }
+        out
+    }
+}
