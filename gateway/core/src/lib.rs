@@ -23,7 +23,10 @@
 
 pub mod cbor;
 pub mod envelope;
+pub mod gcode;
 pub mod job;
+pub mod policy;
 pub mod prescription;
+pub mod printlet;
 pub mod stream;
 pub mod trust;

@@ -21,12 +21,15 @@ struct Cli {
 enum Command {
     /// Verify a signed job as the gateway would (exit 0 accept, 1 reject, 2 error).
     CheckJob(cmd::check_job::Args),
+    /// Check a G-code file against a policy and a prescription (exit 0 accept, 1 reject, 2 error).
+    CheckGcode(cmd::check_gcode::Args),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::CheckJob(args) => cmd::check_job::run(args),
+        Command::CheckGcode(args) => cmd::check_gcode::run(args),
     };
     match result {
         Ok(code) => code,

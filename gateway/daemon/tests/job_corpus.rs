@@ -146,7 +146,10 @@ fn fx(name: &'static str, bytes: Vec<u8>, expected: &'static str) -> Fixture {
     }
 }
 
-#[expect(clippy::too_many_lines, reason = "the whole attack table reads best in one place")]
+#[expect(
+    clippy::too_many_lines,
+    reason = "the whole attack table reads best in one place"
+)]
 fn corpus() -> Vec<Fixture> {
     let h = hub();
     let two: [&dyn Signer; 2] = [&h.jobs[0], &h.jobs[1]];

@@ -1,3 +1,4 @@
 //! One module per operator command. Each exposes `Args` (clap) and `run(args) -> Result<ExitCode>`.
 
+pub mod check_gcode;
 pub mod check_job;

@@ -1,0 +1,222 @@
+use super::*;
+use crate::prescription::Prescription;
+
+const FDM: &str = include_str!("../../../../policies/fdm-hctz-printlet.toml");
+const SSE: &str = include_str!("../../../../policies/sse-levetiracetam-paste.toml");
+const RX: &str = include_str!("../../tests/data/gcode/rx-corpus.toml");
+const BASE: &str = include_str!("../../tests/data/gcode/accept/01_minimal_printlet.gcode");
+
+fn fdm() -> Policy {
+    Policy::from_toml(FDM).unwrap()
+}
+
+fn rx() -> Prescription {
+    Prescription::from_toml(RX).unwrap()
+}
+
+#[test]
+fn loads_the_shipped_policies() {
+    let p = fdm();
+    assert_eq!(
+        (p.id(), p.version(), p.product()),
+        ("fdm-hctz-printlet", 1, "hctz-printlet")
+    );
+    assert!((p.area_mm2() - 2.405_281_875_7).abs() < 1e-9);
+    assert_eq!(
+        p.allowed_params(b'G', 1),
+        Some((1 << 23) | (1 << 24) | (1 << 25) | (1 << 4) | (1 << 5))
+    );
+    assert_eq!(p.allowed_params(b'M', 997), None);
+    let s = Policy::from_toml(SSE).unwrap();
+    assert_eq!(s.extrusion().kind, ExtruderKind::Syringe);
+    assert!((s.area_mm2() - 165.129_963_6).abs() < 1e-6);
+}
+
+#[test]
+fn refuses_inverted_ranges() {
+    let text = FDM.replace("nozzle_c = [180.0, 200.0]", "nozzle_c = [200.0, 180.0]");
+    assert_eq!(
+        Policy::from_toml(&text),
+        Err(PolicyError::InvertedRange {
+            field: "temperature.nozzle_c",
+            min: 200.0,
+            max: 180.0
+        })
+    );
+}
+
+#[test]
+fn refuses_non_physical_numbers() {
+    let text = FDM.replace("diameter_mm = 1.75", "diameter_mm = nan");
+    assert!(matches!(
+        Policy::from_toml(&text),
+        Err(PolicyError::OutOfRange {
+            field: "extrusion.diameter_mm",
+            ..
+        })
+    ));
+    let text = FDM.replace("diameter_mm = 1.75", "diameter_mm = 14.5");
+    assert!(matches!(
+        Policy::from_toml(&text),
+        Err(PolicyError::Extrusion { .. })
+    ));
+}
+
+#[test]
+fn refuses_unknown_keys_and_missing_sections() {
+    let text = format!("{FDM}\n[extra]\nx = 1\n");
+    assert!(matches!(
+        Policy::from_toml(&text),
+        Err(PolicyError::Syntax { .. })
+    ));
+    let text = FDM.replace("[layers]", "[layerz]");
+    assert!(matches!(
+        Policy::from_toml(&text),
+        Err(PolicyError::Syntax { .. })
+    ));
+}
+
+#[test]
+fn refuses_dangerous_commands_in_the_allowlist() {
+    for (key, line) in [
+        ("M997", "M997 = \"\""),
+        ("M500", "M500 = \"\""),
+        ("M92", "M92 = \"E\""),
+        ("M302", "M302 = \"S\""),
+        ("M221", "M221 = \"S\""),
+        ("M118", "M118 = \"\""),
+        ("G20", "G20 = \"\""),
+        ("M812", "M812 = \"\""),
+    ] {
+        let text = FDM.replace("[commands]\n", &format!("[commands]\n{line}\n"));
+        assert!(
+            matches!(Policy::from_toml(&text), Err(PolicyError::NeverAllowed { key: ref k, .. }) if k == key),
+            "{key}"
+        );
+    }
+}
+
+#[test]
+fn refuses_malformed_allowlist_entries() {
+    for line in ["G01 = \"X\"", "g1x = \"X\"", "X1 = \"\"", "G = \"\""] {
+        let text = FDM.replace("[commands]\n", &format!("[commands]\n{line}\n"));
+        assert!(
+            matches!(
+                Policy::from_toml(&text),
+                Err(PolicyError::BadCommand { .. })
+            ),
+            "{line}"
+        );
+    }
+    for letters in ["XX", "xy", "N", "X1"] {
+        let text = FDM.replace("G0 = \"XYZEF\"", &format!("G0 = \"{letters}\""));
+        assert!(
+            matches!(
+                Policy::from_toml(&text),
+                Err(PolicyError::BadParameters { .. })
+            ),
+            "{letters}"
+        );
+    }
+}
+
+#[test]
+fn refuses_oversized_policy_text() {
+    let text = format!("{FDM}{}", "#".repeat(MAX_POLICY_BYTES));
+    assert!(matches!(
+        Policy::from_toml(&text),
+        Err(PolicyError::TooLarge { .. })
+    ));
+}
+
+#[test]
+fn verified_program_carries_canonical_commands_positions_and_digest() {
+    let v = verify_program(&fdm(), &rx(), BASE.as_bytes()).unwrap();
+    assert_eq!(v.policy(), ("fdm-hctz-printlet", 1));
+    let first_move = v
+        .commands()
+        .iter()
+        .find(|c| c.text.starts_with("G1 X105 Y95"))
+        .unwrap();
+    assert_eq!(first_move.text, "G1 X105 Y95 E0.5");
+    assert_eq!(first_move.after.x, 105.0);
+    assert_eq!(first_move.after.e, 0.5);
+    assert!(v.commands().iter().all(|c| !c.text.contains(';')));
+    use sha2::Digest as _;
+    let digest: [u8; 32] = sha2::Sha256::digest(BASE.as_bytes()).into();
+    assert_eq!(v.sha256(), &digest);
+    assert!((v.analysis().dose_mg - 1.2026).abs() < 1e-3);
+}
+
+#[test]
+fn chunked_check_equals_whole_check() {
+    let p = fdm();
+    let rx = rx();
+    let whole = check(&p, &rx, BASE.as_bytes());
+    for size in [1, 2, 7, 64] {
+        let mut c = ProgramChecker::new(&p, &rx);
+        for chunk in BASE.as_bytes().chunks(size) {
+            c.feed(chunk);
+        }
+        assert_eq!(c.finish().0, whole, "chunk size {size}");
+    }
+}
+
+#[test]
+fn prescription_for_another_policy_is_refused() {
+    let mut rx = rx();
+    rx.policy.version = 2;
+    let report = check(&fdm(), &rx, BASE.as_bytes());
+    assert_eq!(report.reasons[0].code, ReasonCode::RxPolicyMismatch);
+}
+
+#[test]
+fn reasons_are_capped_and_counted() {
+    let mut program = BASE.to_owned();
+    for _ in 0..150 {
+        program.push_str("m84\n");
+    }
+    let report = check(&fdm(), &rx(), program.as_bytes());
+    assert_eq!(report.reasons.len(), MAX_REASONS);
+    assert_eq!(report.reasons_omitted, 50);
+    assert!(!report.accepted());
+}
+
+#[test]
+fn program_larger_than_the_policy_allows_is_refused_without_reading_on() {
+    let text = FDM.replace("max_bytes = 8_000_000", "max_bytes = 100");
+    let p = Policy::from_toml(&text).unwrap();
+    let report = check(&p, &rx(), BASE.as_bytes());
+    assert_eq!(report.reasons[0].code, ReasonCode::GcodeTooLarge);
+    assert_eq!(report.analysis.commands, 0);
+}
+
+#[test]
+fn reason_display_names_code_line_value_and_limit() {
+    let r = Reason::new(ReasonCode::DsNozzleTempHigh)
+        .at(12)
+        .value(Evidence::Num(230.0))
+        .limit(Evidence::Range(180.0, 200.0));
+    assert_eq!(
+        r.to_string(),
+        "DS_NOZZLE_TEMP_HIGH at line 12: nozzle temperature above range; found 230; allowed 180 … 200"
+    );
+    let json = serde_json::to_string(&r).unwrap();
+    assert_eq!(
+        json,
+        r#"{"code":"DS_NOZZLE_TEMP_HIGH","line":12,"value":230.0,"limit":[180.0,200.0]}"#
+    );
+}
+
+#[test]
+fn every_code_serialises_as_its_documented_name() {
+    for code in [
+        ReasonCode::GcodeLowercase,
+        ReasonCode::GcodeForbiddenCommand,
+        ReasonCode::DsDoseOutOfTolerance,
+        ReasonCode::DsOutsideBed,
+        ReasonCode::GcodeG92NotE0,
+    ] {
+        assert_eq!(serde_json::to_value(code).unwrap(), code.as_str());
+    }
+}
