@@ -6,4 +6,5 @@
 
 pub mod cmd;
 pub mod policy_file;
+pub mod serial;
 pub mod verify;

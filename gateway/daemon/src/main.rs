@@ -23,6 +23,8 @@ enum Command {
     CheckJob(cmd::check_job::Args),
     /// Check a G-code file against a policy and a prescription (exit 0 accept, 1 reject, 2 error).
     CheckGcode(cmd::check_gcode::Args),
+    /// Stream a verified job to the printer by hand (exit 0 printed, 1 refused, 2 error, 3 aborted).
+    Print(cmd::print::Args),
 }
 
 fn main() -> ExitCode {
@@ -30,6 +32,7 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::CheckJob(args) => cmd::check_job::run(args),
         Command::CheckGcode(args) => cmd::check_gcode::run(args),
+        Command::Print(args) => cmd::print::run(args),
     };
     match result {
         Ok(code) => code,

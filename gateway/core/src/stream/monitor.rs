@@ -8,6 +8,7 @@
 use std::time::Duration;
 
 use super::{AbortReason, Heater};
+use crate::policy::Policy;
 
 /// The temperature part of a design space, as the monitor applies it.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -24,6 +25,17 @@ pub struct MonitorLimits {
     pub heatup_timeout: Duration,
     /// Longest gap between temperature reports while a heater is monitored.
     pub report_timeout: Duration,
+}
+
+impl MonitorLimits {
+    /// The limits a policy implies: its nozzle and bed set-point ranges as bands (an unheated
+    /// `[0, 0]` range is not monitored), with this module's defaults for tolerance, grace time,
+    /// heat-up timeout and report gap until the policy carries them.
+    pub fn from_policy(policy: &Policy) -> Self {
+        let band = |r: [f64; 2]| (r[1] > 0.0).then_some((r[0], r[1]));
+        let t = policy.temperature();
+        Self { hotend_c: band(t.nozzle_c), bed_c: band(t.bed_c), ..Self::default() }
+    }
 }
 
 impl Default for MonitorLimits {

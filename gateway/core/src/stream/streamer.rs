@@ -12,6 +12,7 @@ use super::frame::{CanonicalCommand, checksum, frame};
 use super::monitor::{MonitorLimits, TemperatureMonitor, millis};
 use super::reply::{MAX_REPLY_LEN, Position, Reply, parse_reply};
 use super::{AbortReason, CompletionSummary, Heater, IdentityQuery, StreamError, StreamEvent};
+use crate::policy::VerifiedProgram;
 
 /// Most commands in one program.
 pub const MAX_PROGRAM_COMMANDS: usize = 4_000_000;
@@ -34,8 +35,26 @@ pub struct StreamProgram {
 }
 
 impl StreamProgram {
-    /// Wraps `commands`, refusing an empty or oversized program.
-    pub fn new(commands: Vec<StreamCommand>) -> Result<Self, StreamError> {
+    /// The program a job streams: the commands of a [`VerifiedProgram`], with their source lines
+    /// and the virtual print's positions (checked at every checkpoint).
+    pub fn from_verified(program: &VerifiedProgram) -> Result<Self, StreamError> {
+        let commands = program
+            .commands()
+            .iter()
+            .map(|c| {
+                Ok(StreamCommand {
+                    source_line: c.source_line,
+                    command: CanonicalCommand::new(&c.text)?,
+                    after: Some(Position { x: c.after.x, y: c.after.y, z: c.after.z, e: c.after.e }),
+                })
+            })
+            .collect::<Result<Vec<_>, StreamError>>()?;
+        Self::unverified(commands)
+    }
+
+    /// Wraps commands that did **not** go through the policy check: for the simulator's tests
+    /// and the clearly labelled engineering mode only. Jobs use [`Self::from_verified`].
+    pub fn unverified(commands: Vec<StreamCommand>) -> Result<Self, StreamError> {
         if commands.is_empty() {
             return Err(StreamError::EmptyProgram);
         }

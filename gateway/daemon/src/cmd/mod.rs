@@ -2,3 +2,4 @@
 
 pub mod check_gcode;
 pub mod check_job;
+pub mod print;

@@ -31,7 +31,7 @@ pub fn program(commands: &[String]) -> StreamProgram {
             }
         })
         .collect();
-    StreamProgram::new(cmds).unwrap()
+    StreamProgram::unverified(cmds).unwrap()
 }
 
 /// A printlet-like program: heat, home, `moves` extruding moves on a square spiral, cool down.
