@@ -17,8 +17,10 @@
 
 mod motion;
 mod printer;
+mod pty;
 mod rng;
 
 pub use motion::{Motion, Position};
 pub use printer::{Executed, Fault, Faults, Printer, SimConfig};
+pub use pty::PtyPrinter;
 pub use rng::SplitMix64;

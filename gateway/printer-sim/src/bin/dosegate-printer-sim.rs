@@ -4,19 +4,14 @@
 //! The binary only moves bytes between the pty and [`dosegate_printer_sim::Printer`] in real
 //! time; all behaviour is in the library.
 
-use std::collections::VecDeque;
 use std::io::Write as _;
-use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
-use dosegate_printer_sim::{Faults, Printer, SimConfig};
-use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-use nix::pty::openpty;
-use nix::sys::termios::{SetArg, cfmakeraw, tcgetattr, tcsetattr};
+use dosegate_printer_sim::{Faults, PtyPrinter, SimConfig};
 
 /// Serve a Marlin-faithful simulated printer on a pseudo-terminal.
 #[derive(Debug, Parser)]
@@ -124,78 +119,36 @@ fn config(a: &Args) -> SimConfig {
 }
 
 fn serve(a: &Args) -> anyhow::Result<()> {
-    let pty = openpty(None, None).context("openpty")?;
-    for fd in [&pty.master, &pty.slave] {
-        let mut t = tcgetattr(fd).context("tcgetattr")?;
-        cfmakeraw(&mut t);
-        tcsetattr(fd, SetArg::TCSANOW, &t).context("tcsetattr")?;
-    }
-    let path = nix::unistd::ttyname(&pty.slave).context("ttyname")?;
+    let latency = Duration::from_secs_f64(a.latency_ms.max(0.0) / 1000.0);
+    let sim = PtyPrinter::spawn(config(a), latency).context("cannot open a pty")?;
     if let Some(link) = &a.link {
         let _ = std::fs::remove_file(link);
-        std::os::unix::fs::symlink(&path, link).with_context(|| format!("symlink {}", link.display()))?;
+        std::os::unix::fs::symlink(sim.path(), link).with_context(|| format!("symlink {}", link.display()))?;
     }
-    println!("{}", path.display());
+    println!("{}", sim.path().display());
     std::io::stdout().flush()?;
-
     let mut log = match &a.exec_log {
         Some(p) => Some(std::io::BufWriter::new(std::fs::File::create(p).with_context(|| format!("{}", p.display()))?)),
         None => None,
     };
-    let latency = Duration::from_secs_f64(a.latency_ms.max(0.0) / 1000.0);
-    let start = Instant::now();
-    let mut printer = Printer::new(config(a));
-    let mut delayed: VecDeque<(Duration, Vec<u8>)> = VecDeque::new();
     let mut logged = 0usize;
-    let mut buf = [0u8; 4096];
     loop {
-        let now = start.elapsed();
-        printer.advance(now);
-        let out = printer.take_output();
-        for line in out.split_inclusive(|&b| b == b'\n') {
-            delayed.push_back((now + latency, line.to_vec()));
-        }
-        while delayed.front().is_some_and(|(t, _)| *t <= now) {
-            if let Some((_, bytes)) = delayed.pop_front() {
-                write_all(&pty.master, &bytes)?;
-            }
-        }
+        std::thread::sleep(Duration::from_millis(20));
         if let Some(w) = log.as_mut() {
-            for e in printer.executed().iter().skip(logged) {
+            let executed = sim.executed();
+            for e in executed.iter().skip(logged) {
                 if a.exec_log_all || e.command.starts_with("G0 ") || e.command.starts_with("G1 ") {
                     writeln!(w, "{}", e.command)?;
                 }
             }
-            logged = printer.executed().len();
+            logged = executed.len();
             w.flush()?;
         }
-        if printer.is_disconnected() {
-            eprintln!("dosegate-printer-sim: simulated disconnect");
+        if sim.is_finished() {
+            if sim.is_disconnected() {
+                eprintln!("dosegate-printer-sim: simulated disconnect");
+            }
             return Ok(());
         }
-        let next = [printer.next_wakeup(), delayed.front().map(|(t, _)| *t)].into_iter().flatten().min();
-        let wait_ms = next.map_or(100, |t| t.saturating_sub(start.elapsed()).as_micros().div_ceil(1000).min(100));
-        let timeout = PollTimeout::try_from(u16::try_from(wait_ms).unwrap_or(100)).unwrap_or(PollTimeout::ZERO);
-        let mut fds = [PollFd::new(pty.master.as_fd(), PollFlags::POLLIN)];
-        match poll(&mut fds, timeout) {
-            Ok(n) if n > 0 => match nix::unistd::read(std::os::fd::AsRawFd::as_raw_fd(&pty.master), &mut buf) {
-                Ok(k) => printer.receive(buf.get(..k).unwrap_or_default(), start.elapsed()),
-                Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) => {}
-                Err(e) => return Err(e).context("read pty"),
-            },
-            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
-            Err(e) => return Err(e).context("poll"),
-        }
     }
-}
-
-fn write_all(fd: &impl AsFd, mut bytes: &[u8]) -> anyhow::Result<()> {
-    while !bytes.is_empty() {
-        match nix::unistd::write(fd, bytes) {
-            Ok(n) => bytes = bytes.get(n..).unwrap_or_default(),
-            Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) => std::thread::sleep(Duration::from_millis(1)),
-            Err(e) => return Err(e).context("write pty"),
-        }
-    }
-    Ok(())
 }
