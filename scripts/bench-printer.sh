@@ -43,7 +43,7 @@ run() {
     case "$tool" in
         ours) res=$(timeout 1800 "$ours" "$link" "$gcode" 8 "${BYTES:-127}" 2>> "$out/ours.err" || true) ;;
         octoprint) res=$( (cd "$out" && timeout 1800 "../../$py" ../../gateway/printer-sim/peer/op_stream.py \
-                        "$(basename "$gcode")" --port tty --basedir opbase 2>> octoprint.err) | grep '"tool"' || true) ;;
+                        "$(basename "$gcode")" --port tty --basedir opbase 2>> octoprint.err) | grep '"tool"' | tail -n 1 || true) ;;
     esac
     sleep 0.5
     kill "$pid" 2>/dev/null || true

@@ -170,7 +170,8 @@ pub async fn run<L: PrinterLink>(
     }
 }
 
+/// Writes go straight to the descriptor; no flush, which on a serial port means `tcdrain` and
+/// would block the thread until the UART has sent every byte.
 async fn write_all<L: PrinterLink>(link: &mut L, bytes: &[u8]) -> std::io::Result<()> {
-    link.write_all(bytes).await?;
-    link.flush().await
+    link.write_all(bytes).await
 }

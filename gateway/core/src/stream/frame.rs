@@ -88,48 +88,46 @@ impl std::fmt::Display for CanonicalCommand {
 /// newline), the rest merges with the next line, and the merged line passes the next line's
 /// checksum exactly when the XOR of the surviving prefix is zero — a silently corrupted command.
 /// So the frame is laid out (an extra space between words where needed; Marlin skips repeated
-/// spaces) such that no prefix of it has a zero XOR: a line cut anywhere and merged with a whole
-/// next line always fails its checksum.
+/// spaces) to avoid zero-XOR prefixes. That halves the share of lines exposed (about one in
+/// seven to one in fourteen) but cannot remove it: when the XOR after a word is 0x00 or 0x20,
+/// every layout has one. The real defences are a byte window that never overflows the
+/// firmware's receive buffer and the position checkpoints.
 pub fn frame(n: u32, command: &CanonicalCommand) -> Vec<u8> {
-    // `N` followed by digits never has a zero prefix XOR (0x4E against 0x3X).
-    let mut out = format!("N{n}");
-    let mut acc = checksum(out.as_bytes());
-    for word in command.as_str().split(' ') {
-        let clean = |sep: &str| -> Option<u8> {
-            let mut r = acc;
-            for b in sep.bytes().chain(word.bytes()) {
-                r ^= b;
-                if r == 0 {
-                    return None;
-                }
+    // `N` followed by digits never has a zero prefix XOR (0x4E against 0x3X), so only the
+    // separators before each word (one or two spaces) and an optional space before `*` are
+    // chosen; the first layout without a zero prefix wins (almost always the plain one).
+    let words: Vec<&str> = command.as_str().split(' ').collect();
+    let choices = words.len().min(8);
+    let mut first = None;
+    for mask in 0u32..(1 << choices) {
+        for trailing in [false, true] {
+            let candidate = layout(n, &words, mask, trailing);
+            if no_zero_prefix(&candidate) {
+                return candidate;
             }
-            Some(r)
-        };
-        let (sep, next) = match (clean(" "), clean("  ")) {
-            (Some(r), _) => (" ", r),
-            (None, Some(r)) => ("  ", r),
-            (None, None) => (" ", acc ^ checksum(b" ") ^ checksum(word.as_bytes())),
-        };
-        out.push_str(sep);
-        out.push_str(word);
-        acc = next;
-    }
-    let tail_clean = |cs: u8| -> bool {
-        let mut r = cs ^ b'*';
-        if r == 0 {
-            return false;
+            first.get_or_insert(candidate);
         }
-        for d in cs.to_string().bytes() {
-            r ^= d;
-            if r == 0 {
-                return false;
-            }
-        }
-        true
-    };
-    if !tail_clean(acc) && acc != b' ' && tail_clean(acc ^ b' ') {
-        out.push(' ');
-        acc ^= b' ';
     }
-    format!("{out}*{acc}\n").into_bytes()
+    first.unwrap_or_else(|| layout(n, &words, 0, false))
+}
+
+fn layout(n: u32, words: &[&str], mask: u32, trailing: bool) -> Vec<u8> {
+    let mut body = format!("N{n}");
+    for (i, w) in words.iter().enumerate() {
+        body.push_str(if i < 32 && mask & (1 << i) != 0 { "  " } else { " " });
+        body.push_str(w);
+    }
+    if trailing {
+        body.push(' ');
+    }
+    let cs = checksum(body.as_bytes());
+    format!("{body}*{cs}\n").into_bytes()
+}
+
+fn no_zero_prefix(line: &[u8]) -> bool {
+    let mut acc = 0u8;
+    line.iter().take(line.len().saturating_sub(1)).all(|b| {
+        acc ^= b;
+        acc != 0
+    })
 }
