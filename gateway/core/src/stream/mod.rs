@@ -169,6 +169,11 @@ pub enum AbortReason {
         /// Reported value, mm.
         reported: f64,
     },
+    /// Every line was acknowledged but a checkpoint's `M114` never answered with a position.
+    CheckpointUnanswered {
+        /// Program command index the checkpoint follows.
+        after_command: usize,
+    },
     /// A heater stayed outside its design-space band (plus tolerance) longer than the grace time.
     TemperatureDeviation {
         /// Which heater.
@@ -220,6 +225,7 @@ impl AbortReason {
             Self::FirmwareHalted { .. } => "firmware_halted",
             Self::ReplyTooLong { .. } => "reply_too_long",
             Self::CheckpointMismatch { .. } => "checkpoint_mismatch",
+            Self::CheckpointUnanswered { .. } => "checkpoint_unanswered",
             Self::TemperatureDeviation { .. } => "temperature_deviation",
             Self::HeatupTimeout { .. } => "heatup_timeout",
             Self::TemperatureReportsStopped { .. } => "temperature_reports_stopped",

@@ -221,6 +221,7 @@ pub struct Streamer {
     checkpoints: VecDeque<usize>,
     checkpoints_passed: u32,
     final_checkpoint_passed: bool,
+    report_deadline: Option<Duration>,
     // Temperatures.
     monitor: TemperatureMonitor,
     next_poll: Option<Duration>,
@@ -263,6 +264,7 @@ impl Streamer {
             checkpoints: VecDeque::new(),
             checkpoints_passed: 0,
             final_checkpoint_passed: false,
+            report_deadline: None,
             monitor,
             next_poll: None,
             poll_in_flight: false,
@@ -335,6 +337,12 @@ impl Streamer {
             self.stale_oks = 0;
             self.last_activity = now;
         }
+        if self.report_deadline.is_some_and(|d| now >= d) && !self.checkpoints.is_empty() {
+            // A checkpoint's M114 was acknowledged long ago, yet no position was reported.
+            let after_command = self.checkpoints.front().copied().unwrap_or_default();
+            self.abort(AbortReason::CheckpointUnanswered { after_command }, now);
+            return;
+        }
         if self.phase == Phase::Streaming && !self.caps.autoreport_temp {
             if let Some(due) = self.next_poll {
                 if now >= due && !self.poll_in_flight {
@@ -377,13 +385,14 @@ impl Streamer {
         }
         let ack = (self.recovery.is_none() && self.acked < self.send_from)
             .then(|| self.last_activity + self.cfg.ack_timeout);
+        let report = self.report_deadline.filter(|_| !self.checkpoints.is_empty());
         let recovery = self.recovery.map(|r| r.quiet_until);
         let poll = if self.phase == Phase::Streaming && !self.caps.autoreport_temp && !self.poll_in_flight {
             self.next_poll
         } else {
             None
         };
-        [ack, recovery, poll, self.monitor.deadline()].into_iter().flatten().min()
+        [ack, recovery, poll, report, self.monitor.deadline()].into_iter().flatten().min()
     }
 
     /// The outcome, once the stream has ended.
@@ -573,6 +582,7 @@ impl Streamer {
             }
         }
         self.checkpoints_passed += 1;
+        self.report_deadline = None;
         if index + 1 == self.program.commands.len() && self.checkpoints.is_empty() {
             self.final_checkpoint_passed = true;
         }
@@ -606,7 +616,14 @@ impl Streamer {
                 self.identified(&m503, now);
             }
             Purpose::TemperaturePoll => self.poll_in_flight = false,
-            Purpose::AutoReport | Purpose::Drain | Purpose::Checkpoint(_) => {}
+            Purpose::Checkpoint(_) => {
+                // Marlin reports before it acknowledges; allow for acknowledgements inferred
+                // from a later resend request, which can precede execution.
+                if self.report_deadline.is_none() {
+                    self.report_deadline = Some(now + self.cfg.ack_timeout);
+                }
+            }
+            Purpose::AutoReport | Purpose::Drain => {}
         }
         while self.history_base < self.acked && self.history.pop_front().is_some() {
             self.history_base += 1;

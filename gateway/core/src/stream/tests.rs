@@ -319,3 +319,32 @@ fn an_endless_reply_line_aborts() {
     s.handle_input(&vec![b'x'; MAX_REPLY_LEN + 10], ms(5));
     assert!(matches!(s.outcome(), Some(Err(AbortReason::ReplyTooLong { .. }))));
 }
+
+#[test]
+fn a_checkpoint_without_a_position_report_aborts_instead_of_waiting_forever() {
+    let mut s = Streamer::new(program(1), StreamConfig::default(), ms(0));
+    let _ = sent(&mut s);
+    s.handle_input(b"ok\n", ms(1));
+    let _ = sent(&mut s);
+    s.handle_input(b"ok\n", ms(2));
+    let _ = sent(&mut s);
+    s.handle_input(b"ok\n", ms(3));
+    // G1, M400, M114 go out one at a time; the firmware acknowledges all without a report.
+    for t in 4..12 {
+        let _ = sent(&mut s);
+        s.handle_input(b"ok\n", ms(t));
+        s.handle_timeout(ms(t));
+    }
+    // Temperature polls keep the link busy; the missing report must still end the job.
+    for _ in 0..20 {
+        let Some(deadline) = s.poll_timeout() else { break };
+        s.handle_timeout(deadline);
+        if !sent(&mut s).is_empty() {
+            s.handle_input(b"ok T:20.0 /0.0 B:20.0 /0.0\n", deadline);
+        }
+        if s.outcome().is_some() {
+            break;
+        }
+    }
+    assert!(matches!(s.outcome(), Some(Err(AbortReason::CheckpointUnanswered { after_command: 0 }))), "{:?}", s.outcome());
+}
