@@ -82,15 +82,15 @@ impl Drop for VirtualPrinter {
 }
 
 fn moves(n: usize) -> Vec<String> {
-    let mut p = vec!["G90".to_owned(), "M82".to_owned(), "G92 E0".to_owned()];
-    let mut e = 0.0;
-    for i in 0..n {
-        e += 0.01;
-        let x = 100.0 + f64::from(u32::try_from(i % 50).unwrap()) * 0.2;
-        let y = 100.0 + f64::from(u32::try_from(i / 50 % 50).unwrap()) * 0.2;
-        p.push(format!("G1 X{x:.2} Y{y:.2} E{e:.4} F1800"));
+    let mut program = vec!["G90".to_owned(), "M82".to_owned(), "G92 E0".to_owned()];
+    let mut extruded = 0.0;
+    for step in 0..n {
+        extruded += 0.01;
+        let col = 100.0 + f64::from(u32::try_from(step % 50).unwrap()) * 0.2;
+        let row = 100.0 + f64::from(u32::try_from(step / 50 % 50).unwrap()) * 0.2;
+        program.push(format!("G1 X{col:.2} Y{row:.2} E{extruded:.4} F1800"));
     }
-    p
+    program
 }
 
 fn stream(vp: &VirtualPrinter, program: &[String], cfg: StreamConfig) -> Result<CompletionSummary, AbortReason> {

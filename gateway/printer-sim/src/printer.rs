@@ -257,7 +257,7 @@ impl Printer {
                 }
                 self.executing = None;
                 self.next_keepalive = None;
-                self.complete(cmd);
+                self.complete(&cmd);
                 continue;
             }
             self.read_serial();
@@ -316,6 +316,11 @@ impl Printer {
     /// Bytes lost to receive-buffer overflow.
     pub fn dropped_bytes(&self) -> u64 {
         self.dropped_bytes
+    }
+
+    /// Hot-end and bed set-points, °C (0: off).
+    pub fn targets(&self) -> (f64, f64) {
+        (self.hotend.target, self.bed.target)
     }
 
     /// Current hot-end and bed temperatures (as reported), °C.
@@ -499,7 +504,7 @@ impl Printer {
         }
     }
 
-    fn complete(&mut self, cmd: Queued) {
+    fn complete(&mut self, cmd: &Queued) {
         let words: Vec<&str> = cmd.command.split_whitespace().collect();
         let word = words.first().copied().unwrap_or_default();
         let param = |l: char| -> Option<f64> { words.iter().skip(1).rev().find_map(|w| w.strip_prefix(l)).and_then(|v| v.parse().ok()) };

@@ -91,12 +91,11 @@ impl HeaterMonitor {
         let Some((min, max)) = self.band else { return };
         let inside = measured >= min - limits.tolerance_c && measured <= max + limits.tolerance_c;
         self.state = match self.state {
-            HeaterState::Idle => HeaterState::Idle,
-            HeaterState::HeatingUp { .. } if inside => HeaterState::Holding { out_since: None },
-            s @ HeaterState::HeatingUp { .. } => s,
-            HeaterState::Holding { .. } if inside => HeaterState::Holding { out_since: None },
+            HeaterState::HeatingUp { .. } | HeaterState::Holding { .. } if inside => {
+                HeaterState::Holding { out_since: None }
+            }
             HeaterState::Holding { out_since: None } => HeaterState::Holding { out_since: Some(now) },
-            s @ HeaterState::Holding { .. } => s,
+            s => s,
         };
     }
 

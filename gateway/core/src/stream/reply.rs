@@ -137,12 +137,9 @@ fn parse_temperatures(line: &str) -> Option<Temperatures> {
     let mut t = Temperatures::default();
     let mut i = 0;
     while let Some(word) = words.get(i) {
-        let (key, value) = match word.split_once(':') {
-            Some(kv) => kv,
-            None => {
-                i += 1;
-                continue;
-            }
+        let Some((key, value)) = word.split_once(':') else {
+            i += 1;
+            continue;
         };
         let target = words
             .get(i + 1)

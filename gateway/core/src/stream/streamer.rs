@@ -188,6 +188,7 @@ struct Recovery {
 
 /// The sans-IO streamer; see the module documentation and `STATE.md`.
 #[derive(Debug)]
+#[expect(clippy::struct_excessive_bools, reason = "independent protocol flags, each with its own meaning")]
 pub struct Streamer {
     cfg: StreamConfig,
     program: StreamProgram,
@@ -715,7 +716,7 @@ impl Streamer {
         if i + 1 == len {
             self.final_queued = true;
             self.pending.extend([Purpose::Drain, Purpose::Checkpoint(i)]);
-        } else if every > 0 && (i + 1) % every == 0 {
+        } else if every > 0 && (i + 1).is_multiple_of(every) {
             self.pending.extend([Purpose::Drain, Purpose::Checkpoint(i)]);
         }
     }

@@ -139,7 +139,7 @@ fn firmware_check(args: &Args) -> Result<FirmwareCheck> {
 
 /// What verification produced: the proof, or the reasons to refuse.
 enum Verified {
-    Program(Box<VerifiedProgram>, Policy),
+    Program(Box<(VerifiedProgram, Policy)>),
     Refused(serde_json::Value),
 }
 
@@ -175,7 +175,7 @@ fn verify(args: &Args) -> Result<Verified> {
         (rx, read(gcode)?)
     };
     match verify_program(&policy, &rx, &gcode) {
-        Ok(p) => Ok(Verified::Program(Box::new(p), policy)),
+        Ok(p) => Ok(Verified::Program(Box::new((p, policy)))),
         Err(rejected) => Ok(Verified::Refused(json!({ "stage": "design_space", "report": rejected.report }))),
     }
 }
@@ -199,7 +199,7 @@ pub fn run(args: &Args) -> Result<ExitCode> {
     }
     let firmware = firmware_check(args)?;
     let (program, policy) = match verify(args)? {
-        Verified::Program(p, policy) => (p, policy),
+        Verified::Program(both) => *both,
         Verified::Refused(why) => {
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&json!({ "mode": mode, "outcome": "refused", "refused": why }))?);
@@ -246,7 +246,7 @@ pub fn run(args: &Args) -> Result<ExitCode> {
                         b.set_message(format!("{} resends", p.resends));
                     }
                     if !matches!(e, StreamEvent::ResendRequested { .. } | StreamEvent::CheckpointPassed { .. }) {
-                        b.println(format!("{}", serde_json::to_string(e).unwrap_or_default()));
+                        b.println(serde_json::to_string(e).unwrap_or_default());
                     }
                 }
                 events.push(e.clone());
@@ -259,8 +259,20 @@ pub fn run(args: &Args) -> Result<ExitCode> {
     if let Some(b) = &bar {
         b.finish_and_clear();
     }
+    report(args, engineering, &program, &outcome, elapsed, &events)
+}
+
+fn report(
+    args: &Args,
+    engineering: bool,
+    program: &VerifiedProgram,
+    outcome: &Result<dosegate_core::stream::CompletionSummary, dosegate_core::stream::AbortReason>,
+    elapsed: std::time::Duration,
+    events: &[StreamEvent],
+) -> Result<ExitCode> {
+    let mode = if engineering { "engineering-unsigned" } else { "job" };
     let secs = elapsed.as_secs_f64();
-    let (code, value) = match &outcome {
+    let (code, value) = match outcome {
         Ok(summary) => (
             ExitCode::SUCCESS,
             json!({ "mode": mode, "outcome": "completed", "summary": summary, "seconds": secs,
@@ -276,21 +288,21 @@ pub fn run(args: &Args) -> Result<ExitCode> {
     if args.json {
         let mut v = value;
         if let Some(o) = v.as_object_mut() {
-            o.insert("events".into(), serde_json::to_value(&events)?);
+            o.insert("events".into(), serde_json::to_value(events)?);
         }
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         if engineering {
             println!("[ENGINEERING MODE — unsigned, not for patients]");
         }
-        match &outcome {
+        match outcome {
             Ok(s) => println!(
                 "PRINTED  {} commands exactly once in {secs:.1} s ({} lines sent, {} resends, {} checkpoints)",
                 s.commands, s.lines_transmitted, s.resends, s.checkpoints
             ),
             Err(r) => println!("ABORTED  [{}] {}", r.code(), serde_json::to_string(r)?),
         }
-        for e in &events {
+        for e in events {
             if let StreamEvent::FirmwareIdentified { m115_sha256, m503_sha256, .. } = e {
                 println!("firmware: m115_sha256 = \"{m115_sha256}\"\n          m503_sha256 = \"{m503_sha256}\"");
             }
