@@ -12,8 +12,8 @@ demo=build/demo
 rm -rf "$demo" && mkdir -p "$demo"
 
 say() { printf '\n== %s\n' "$*"; }
-gcode=gateway/core/tests/data/job/printlet.gcode
-policy=gateway/core/tests/data/job/policy.toml
+gcode=gateway/core/tests/data/gcode/slicer/hctz-cylinder-7.2x2.6.gcode   # real PrusaSlicer output
+policy=policies/fdm-hctz-printlet.toml
 rx=provisioning/examples/prescription-hctz.toml
 
 say "hub: create keys and a trust root"

@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v cargo-deny >/dev/null 2>&1; then
-    cargo install --locked cargo-deny --version 0.18.3
+    cargo install --locked cargo-deny --version 0.20.2
 fi
 checks=(bans licenses sources)
 [ "${DENY_ADVISORIES:-0}" = 1 ] && checks+=(advisories)

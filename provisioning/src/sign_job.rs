@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result, bail};
 use dosegate_core::envelope::Signer;
-use dosegate_core::job::{self, GcodeEncoding, GcodePayload, Job, JobPolicy, JobPrescription};
+use dosegate_core::job::{
+    self, GcodeEncoding, GcodePayload, HeldPolicy, Job, JobPolicy, JobPrescription,
+};
 use dosegate_core::prescription::Prescription;
 use dosegate_core::trust::Role;
 use sha2::{Digest, Sha256};
@@ -120,6 +122,8 @@ pub fn sign_job(home: &HubHome, req: &SignJobRequest, out: &Path) -> Result<Sign
         .clone()
         .unwrap_or_else(|| req.policy_dir.join(format!("{}.toml", rx.policy.id)));
     let policy = PolicyFile::read(&policy_path)?;
+    let held = HeldPolicy::from_bytes(&policy.bytes)
+        .with_context(|| format!("policy {}", policy.path.display()))?;
     if policy.id != rx.policy.id || policy.version != rx.policy.version {
         bail!(
             "the prescription names policy {} v{}, but {} is {} v{}",
@@ -131,6 +135,17 @@ pub fn sign_job(home: &HubHome, req: &SignJobRequest, out: &Path) -> Result<Sign
         );
     }
 
+    // The hub never signs what its own design space refuses: run the gateway's check first.
+    let report = dosegate_core::policy::check(held.policy(), &rx, &gcode);
+    if !report.accepted() {
+        let reasons: Vec<String> = report.reasons.iter().map(ToString::to_string).collect();
+        bail!(
+            "the G-code is outside policy {} v{}; not signed:\n  {}",
+            policy.id,
+            policy.version,
+            reasons.join("\n  ")
+        );
+    }
     let root = home.trusted_root(req.now)?;
     let keys = home.role_keys(Role::Jobs, &root)?;
     let threshold = usize::try_from(root.metadata().roles.jobs.threshold)?;

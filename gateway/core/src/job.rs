@@ -25,6 +25,7 @@ use sha2::{Digest, Sha256};
 
 use crate::cbor::{self, CborError};
 use crate::envelope::{self, ContentType, EnvelopeError, KeyId};
+use crate::policy::{self, Policy, PolicyError, Rejected, VerifiedProgram};
 use crate::prescription::{self, Formulation, PolicyRef, Prescription, PrescriptionError};
 use crate::trust::{Role, TrustError, TrustedRoot};
 
@@ -493,6 +494,114 @@ impl AuthenticJob {
             held_sha256: hex::encode(held_sha256),
         })
     }
+}
+
+/// A policy file the gateway holds: the parsed design space and the SHA-256 of its exact bytes,
+/// which is what a job binds to.
+#[derive(Debug, Clone)]
+pub struct HeldPolicy {
+    policy: Policy,
+    sha256: [u8; 32],
+}
+
+impl HeldPolicy {
+    /// Parses and validates a policy file, remembering the hash of its bytes.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, PolicyError> {
+        let text = std::str::from_utf8(bytes).map_err(|_| PolicyError::Syntax {
+            reason: "the file is not UTF-8".into(),
+        })?;
+        Ok(Self {
+            policy: Policy::from_toml(text)?,
+            sha256: Sha256::digest(bytes).into(),
+        })
+    }
+
+    /// The design space.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// SHA-256 of the file.
+    pub fn sha256(&self) -> [u8; 32] {
+        self.sha256
+    }
+}
+
+/// Why stage 2 refused an authentic job.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DesignSpaceError {
+    /// The job names another policy than the one held.
+    #[error(transparent)]
+    Binding(JobError),
+    /// The G-code's virtual print leaves the design space or the dose window.
+    #[error(transparent)]
+    Program(Rejected),
+}
+
+/// A job that passed every check: hub signatures, this gateway, fresh, unseen, G-code hash, the
+/// policy binding and the design space. The printer link accepts nothing else.
+#[derive(Debug, Clone)]
+pub struct VerifiedJob {
+    authentic: AuthenticJob,
+    program: VerifiedProgram,
+}
+
+impl AuthenticJob {
+    /// Stage 2: checks the policy binding, then runs the G-code's virtual print against the
+    /// design space and the prescription's dose window.
+    pub fn check_design_space(self, held: &HeldPolicy) -> Result<VerifiedJob, DesignSpaceError> {
+        self.check_policy_binding(held.policy.id(), held.policy.version(), held.sha256)
+            .map_err(DesignSpaceError::Binding)?;
+        let rx = self.job.to_prescription();
+        let program = policy::verify_program(&held.policy, &rx, &self.gcode)
+            .map_err(DesignSpaceError::Program)?;
+        Ok(VerifiedJob {
+            authentic: self,
+            program,
+        })
+    }
+}
+
+impl VerifiedJob {
+    /// The job's signed fields.
+    pub fn job(&self) -> &Job {
+        self.authentic.job()
+    }
+
+    /// The stage-1 proof it was built on.
+    pub fn authentic(&self) -> &AuthenticJob {
+        &self.authentic
+    }
+
+    /// The checked program: canonical commands, expected positions, analysis.
+    pub fn program(&self) -> &VerifiedProgram {
+        &self.program
+    }
+}
+
+/// Both stages at once: what the running gateway does with a job from the hub.
+pub fn verify(
+    bytes: &[u8],
+    root: &TrustedRoot,
+    ctx: &GatewayContext<'_>,
+    history: &dyn JobHistory,
+    held: &HeldPolicy,
+) -> Result<VerifiedJob, JobRefusal> {
+    let authentic = authenticate(bytes, root, ctx, history).map_err(JobRefusal::Claims)?;
+    authentic
+        .check_design_space(held)
+        .map_err(JobRefusal::DesignSpace)
+}
+
+/// Why [`verify`] refused a job.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum JobRefusal {
+    /// Stage 1.
+    #[error(transparent)]
+    Claims(JobError),
+    /// Stage 2.
+    #[error(transparent)]
+    DesignSpace(DesignSpaceError),
 }
 
 #[cfg(test)]

@@ -5,6 +5,5 @@
 //! code.
 
 pub mod cmd;
-pub mod policy_file;
 pub mod serial;
 pub mod verify;

@@ -4,11 +4,14 @@
 
 use std::fmt::Write as _;
 
-use anyhow::Result;
-use dosegate_core::job::{self, AuthenticJob, GatewayContext, JobError, JobHistory};
+use anyhow::{Context as _, Result};
+use dosegate_core::job::{
+    self, AuthenticJob, DesignSpaceError, GatewayContext, HeldPolicy, JobError, JobHistory,
+    VerifiedJob,
+};
+use dosegate_core::policy::Reason;
 use dosegate_core::trust::TrustedRoot;
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 
 /// The result of checking one job: no reasons means accepted.
 #[derive(Debug)]
@@ -19,9 +22,8 @@ pub struct JobOutcome {
     pub job: Option<Value>,
     /// The G-code's virtual print (absent when the check stopped before it).
     pub analysis: Option<Value>,
-    /// The authenticated job, when stage 1 passed (the daemon streams it once the design space
-    /// is checked).
-    pub authentic: Option<AuthenticJob>,
+    /// The verified job, when every check passed (what the printer link streams).
+    pub verified: Option<VerifiedJob>,
 }
 
 fn job_reason(e: &JobError) -> Value {
@@ -48,7 +50,17 @@ fn job_summary(a: &AuthenticJob) -> Value {
     })
 }
 
+/// One design-space reason as JSON: its fields plus a human `message`.
+fn program_reason(r: &Reason) -> Value {
+    let mut v = serde_json::to_value(r).unwrap_or_else(|_| json!({}));
+    if let Value::Object(map) = &mut v {
+        map.insert("message".into(), Value::String(r.to_string()));
+    }
+    v
+}
+
 /// Checks a job against the pinned root, this gateway, its history and the policy it holds.
+/// `Err` only for a policy file the gateway cannot use (an operator error, not a job's fault).
 pub fn verify_job(
     bytes: &[u8],
     root: &TrustedRoot,
@@ -56,6 +68,7 @@ pub fn verify_job(
     history: &dyn JobHistory,
     policy_bytes: &[u8],
 ) -> Result<JobOutcome> {
+    let held = HeldPolicy::from_bytes(policy_bytes).context("the policy file is not usable")?;
     let authentic = match job::authenticate(bytes, root, ctx, history) {
         Ok(a) => a,
         Err(e) => {
@@ -63,27 +76,41 @@ pub fn verify_job(
                 reasons: vec![job_reason(&e)],
                 job: None,
                 analysis: None,
-                authentic: None,
+                verified: None,
             });
         }
     };
     let summary = job_summary(&authentic);
-    let policy_sha256: [u8; 32] = Sha256::digest(policy_bytes).into();
-    let (held_id, held_version) = crate::policy_file::identity(policy_bytes)?;
-    if let Err(e) = authentic.check_policy_binding(&held_id, held_version, policy_sha256) {
-        return Ok(JobOutcome {
+    match authentic.check_design_space(&held) {
+        Ok(verified) => Ok(JobOutcome {
+            reasons: Vec::new(),
+            job: Some(summary),
+            analysis: serde_json::to_value(verified.program().analysis()).ok(),
+            verified: Some(verified),
+        }),
+        Err(DesignSpaceError::Binding(e)) => Ok(JobOutcome {
             reasons: vec![job_reason(&e)],
             job: Some(summary),
             analysis: None,
-            authentic: Some(authentic),
-        });
+            verified: None,
+        }),
+        Err(DesignSpaceError::Program(rejected)) => {
+            let mut reasons: Vec<Value> =
+                rejected.report.reasons.iter().map(program_reason).collect();
+            if rejected.report.reasons_omitted > 0 {
+                reasons.push(json!({
+                    "code": "MORE_REASONS_OMITTED",
+                    "message": format!("{} further reason(s) not listed", rejected.report.reasons_omitted),
+                }));
+            }
+            Ok(JobOutcome {
+                reasons,
+                job: Some(summary),
+                analysis: serde_json::to_value(&rejected.report.analysis).ok(),
+                verified: None,
+            })
+        }
     }
-    Ok(JobOutcome {
-        reasons: Vec::new(),
-        job: Some(summary),
-        analysis: None,
-        authentic: Some(authentic),
-    })
 }
 
 impl JobOutcome {
@@ -127,7 +154,20 @@ impl JobOutcome {
             );
         }
         if let Some(a) = &self.analysis {
-            let _ = writeln!(out, "  analysis: {a}");
+            let num = |k: &str| a.get(k).and_then(Value::as_f64).unwrap_or(f64::NAN);
+            let _ = writeln!(
+                out,
+                "  virtual print: {:.2} mm filament, {:.1} mg ink, {:.3} mg API per unit; \
+                 nozzle ≤ {:.0} °C, bed ≤ {:.0} °C, feed ≤ {:.1} mm/s, {} layers, ~{:.0} s",
+                num("filament_mm"),
+                num("mass_mg"),
+                num("dose_mg"),
+                num("max_nozzle_c"),
+                num("max_bed_c"),
+                num("max_feed_mm_s"),
+                num("layers"),
+                num("est_time_s")
+            );
         }
         out
     }

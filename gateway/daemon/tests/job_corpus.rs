@@ -85,12 +85,51 @@ fn data_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../core/tests/data/job")
 }
 
-fn policy_bytes() -> Vec<u8> {
-    std::fs::read(data_dir().join("policy.toml")).unwrap()
+fn policy_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies/fdm-hctz-printlet.toml")
 }
 
+fn policy_bytes() -> Vec<u8> {
+    std::fs::read(policy_path()).unwrap()
+}
+
+fn gcode_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../core/tests/data/gcode")
+}
+
+/// Real PrusaSlicer output for the example prescription (1 × 12.5 mg HCTZ printlet).
 fn gcode() -> Vec<u8> {
-    std::fs::read(data_dir().join("printlet.gcode")).unwrap()
+    std::fs::read(gcode_dir().join("slicer/hctz-cylinder-7.2x2.6.gcode")).unwrap()
+}
+
+/// A design-space attack from the G-code corpus, signed by the hub as a compromised slicer's
+/// output would be: the signature and hash are valid, only the design space can refuse it.
+fn signed_gcode_attack(base: &Job, signers: &[&dyn Signer], name: &str) -> (Vec<u8>, String) {
+    let path = gcode_dir().join("reject").join(format!("{name}.gcode"));
+    let gcode = std::fs::read(&path).unwrap();
+    let expected = std::fs::read_to_string(path.with_extension("expected")).unwrap();
+    // Format: comment, verdict, then `CODE LINE` per reason; the first reason is the one to see.
+    let first = expected
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .nth(1)
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap()
+        .to_owned();
+    let job = Job {
+        gcode: GcodePayload {
+            bytes: gcode.clone().into(),
+            encoding: GcodeEncoding::Identity,
+        },
+        prescription: JobPrescription {
+            dose_mg: 1.2,
+            patient_ref: "pt-corpus".into(),
+            gcode_sha256: Sha256::digest(&gcode).into(),
+            ..base.prescription.clone()
+        },
+        ..base.clone()
+    };
+    (job::sign(&job, signers).unwrap(), first)
 }
 
 fn base_job() -> Job {
@@ -133,15 +172,15 @@ fn base_job() -> Job {
 struct Fixture {
     name: &'static str,
     bytes: Vec<u8>,
-    expected: &'static str,
+    expected: String,
     history: Option<&'static str>,
 }
 
-fn fx(name: &'static str, bytes: Vec<u8>, expected: &'static str) -> Fixture {
+fn fx(name: &'static str, bytes: Vec<u8>, expected: &str) -> Fixture {
     Fixture {
         name,
         bytes,
-        expected,
+        expected: expected.to_owned(),
         history: None,
     }
 }
@@ -240,7 +279,7 @@ fn corpus() -> Vec<Fixture> {
     let mut swapped_gcode = gcode();
     swapped_gcode.extend_from_slice(b"G1 X100 Y100 E50\n");
 
-    vec![
+    let mut all = vec![
         fx(
             "accept/01_valid_threshold_two.cose",
             valid.clone(),
@@ -311,7 +350,7 @@ fn corpus() -> Vec<Fixture> {
         Fixture {
             name: "reject/08_replayed.cose",
             bytes: valid.clone(),
-            expected: "JOB_REPLAYED",
+            expected: "JOB_REPLAYED".into(),
             history: Some("10 spoke-01-000010\n"),
         },
         fx(
@@ -359,7 +398,7 @@ fn corpus() -> Vec<Fixture> {
         Fixture {
             name: "reject/15_stale_sequence.cose",
             bytes: valid.clone(),
-            expected: "JOB_STALE_SEQUENCE",
+            expected: "JOB_STALE_SEQUENCE".into(),
             history: Some("11 spoke-01-000011\n"),
         },
         fx(
@@ -418,7 +457,47 @@ fn corpus() -> Vec<Fixture> {
             }),
             "JOB_POLICY_MISMATCH",
         ),
-    ]
+    ];
+    let signed_attacks: [(&'static str, &str); 10] = [
+        (
+            "reject/25_signed_firmware_flash.cose",
+            "01_firmware_flash_m997",
+        ),
+        ("reject/26_signed_eeprom_write.cose", "02_eeprom_write_m500"),
+        (
+            "reject/27_signed_steps_per_mm_change.cose",
+            "03_steps_per_mm_m92",
+        ),
+        (
+            "reject/28_signed_cold_extrusion.cose",
+            "04_cold_extrusion_allowed_m302",
+        ),
+        (
+            "reject/29_signed_flow_rate_override.cose",
+            "05_flow_override_m221",
+        ),
+        ("reject/30_signed_nozzle_too_hot.cose", "14_nozzle_too_hot"),
+        ("reject/31_signed_dose_too_low.cose", "18_dose_too_low"),
+        ("reject/32_signed_dose_too_high.cose", "19_dose_too_high"),
+        (
+            "reject/33_signed_move_outside_bed.cose",
+            "20_move_outside_bed",
+        ),
+        (
+            "reject/34_signed_truncated_gcode.cose",
+            "22_truncated_heaters_on",
+        ),
+    ];
+    for (name, gcode_case) in signed_attacks {
+        let (bytes, expected) = signed_gcode_attack(&base, &two, gcode_case);
+        all.push(Fixture {
+            name,
+            bytes,
+            expected,
+            history: None,
+        });
+    }
+    all
 }
 
 #[test]
@@ -474,7 +553,7 @@ fn check_job_gives_each_attack_its_reason_code() {
                 .arg("--trust")
                 .arg(dir.join("trust-root.cbor"))
                 .arg("--policy")
-                .arg(dir.join("policy.toml"))
+                .arg(policy_path())
                 .args(["--gateway-id", GATEWAY, "--now", &NOW.to_string(), "--json"]);
             let history = path.with_extension("history");
             if history.exists() {
@@ -510,5 +589,5 @@ fn check_job_gives_each_attack_its_reason_code() {
             seen += 1;
         }
     }
-    assert!(seen >= 27, "only {seen} fixtures found");
+    assert!(seen >= 37, "only {seen} fixtures found");
 }

@@ -136,3 +136,53 @@ fn print_refuses_bad_usage_with_a_reason() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("E_USAGE"));
     let _ = FirmwareCheck::RecordOnly;
 }
+
+#[test]
+fn print_streams_a_hub_signed_job_and_refuses_one_for_another_gateway() {
+    let data = repo().join("gateway/core/tests/data/job");
+    let sim = PtyPrinter::spawn(SimConfig::default(), Duration::ZERO).unwrap();
+    let job = |gateway: &str, extra: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_dosegate"))
+            .arg("print")
+            .arg("--port")
+            .arg(sim.path())
+            .arg("--job")
+            .arg(data.join("accept/01_valid_threshold_two.cose"))
+            .arg("--trust")
+            .arg(data.join("trust-root.cbor"))
+            .arg("--policy")
+            .arg(repo().join(POLICY))
+            .args(["--gateway-id", gateway, "--now", "1795000000", "--json"])
+            .args(extra)
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|_| serde_json::json!({ "stderr": String::from_utf8_lossy(&out.stderr) }));
+        (out.status.code().unwrap(), v)
+    };
+    let (code, v) = job("spoke-01", &["--record-firmware"]);
+    assert_eq!(code, 2, "a job must not print without a firmware baseline: {v}");
+    assert!(v["stderr"].as_str().unwrap().contains("E_USAGE"), "{v}");
+
+    let dir = std::env::temp_dir().join(format!("dosegate-print-job-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let baseline = dir.join("firmware.toml");
+    std::fs::write(
+        &baseline,
+        "m115_sha256 = \"ca4c59e5472ff11a6e3eae51becc43466b6a6f7c3c348ad2591e704004fb8231\"\n\
+         m503_sha256 = \"f0a45548b3757c6cce88612e37872f6a55d4f9a2745c2d6014c4ba925d568780\"\n",
+    )
+    .unwrap();
+    let b = baseline.to_str().unwrap();
+    let (code, v) = job("spoke-02", &["--firmware-baseline", b]);
+    assert_eq!(code, 1, "{v}");
+    assert_eq!(v["outcome"], "refused");
+    assert!(sim.executed().is_empty(), "the port was used for a refused job");
+
+    let (code, v) = job("spoke-01", &["--firmware-baseline", b]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["mode"], "job");
+    assert_eq!(v["outcome"], "completed");
+    assert!(v["summary"]["commands"].as_u64().unwrap() > 100);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -147,7 +147,7 @@ fn verify(args: &Args) -> Result<Verified> {
     let policy_bytes = read(&args.policy)?;
     let policy_text = String::from_utf8(policy_bytes.clone()).context("E_READ: policy is not UTF-8")?;
     let policy = Policy::from_toml(&policy_text).map_err(|e| anyhow::anyhow!("E_READ: policy invalid: {e}"))?;
-    let (rx, gcode) = if let Some(job_path) = &args.job {
+    if let Some(job_path) = &args.job {
         let (Some(trust), Some(gateway_id)) = (&args.trust, &args.gateway_id) else {
             bail!("E_USAGE: --job needs --trust and --gateway-id");
         };
@@ -162,21 +162,19 @@ fn verify(args: &Args) -> Result<Verified> {
         };
         let ctx = GatewayContext { gateway_id, now, limits: JobLimits::default() };
         let outcome = crate::verify::verify_job(&read(job_path)?, &root, &ctx, &history, &policy_bytes)?;
-        let Some(authentic) = outcome.authentic.filter(|_| outcome.reasons.is_empty()) else {
-            return Ok(Verified::Refused(json!({ "stage": "job", "reasons": outcome.reasons })));
+        let Some(verified) = outcome.verified.filter(|_| outcome.reasons.is_empty()) else {
+            return Ok(Verified::Refused(json!({ "stage": "job", "reasons": outcome.reasons, "analysis": outcome.analysis })));
         };
-        (authentic.job().to_prescription(), authentic.gcode().to_vec())
-    } else {
-        let (Some(gcode), Some(rx)) = (&args.gcode, &args.prescription) else {
-            bail!("E_USAGE: give --job (with --trust, --gateway-id) or, in engineering mode, --gcode with --prescription");
-        };
+        Ok(Verified::Program(Box::new((verified.program().clone(), policy))))
+    } else if let (Some(gcode), Some(rx)) = (&args.gcode, &args.prescription) {
         let rx_text = String::from_utf8(read(rx)?).context("E_READ: prescription is not UTF-8")?;
         let rx = Prescription::from_toml(&rx_text).map_err(|e| anyhow::anyhow!("E_READ: prescription invalid: {e}"))?;
-        (rx, read(gcode)?)
-    };
-    match verify_program(&policy, &rx, &gcode) {
-        Ok(p) => Ok(Verified::Program(Box::new((p, policy)))),
-        Err(rejected) => Ok(Verified::Refused(json!({ "stage": "design_space", "report": rejected.report }))),
+        match verify_program(&policy, &rx, &read(gcode)?) {
+            Ok(p) => Ok(Verified::Program(Box::new((p, policy)))),
+            Err(rejected) => Ok(Verified::Refused(json!({ "stage": "design_space", "report": rejected.report }))),
+        }
+    } else {
+        bail!("E_USAGE: give --job (with --trust, --gateway-id) or, in engineering mode, --gcode with --prescription");
     }
 }
 

@@ -1,0 +1,129 @@
+//! Verification of a 3 MB job (the largest printlet G-code DESIGN.md expects): envelope decode,
+//! a 2-of-3 ES256 threshold, the strict CBOR re-encoding check, and SHA-256 of the G-code.
+//! Target: < 20 ms. Run: `cargo bench -p dosegate-core --bench job_verify`.
+
+use std::collections::BTreeMap;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use dosegate_core::envelope::{self, ContentType, Signer, SoftwareKey};
+use dosegate_core::job::{
+    self, GatewayContext, GcodeEncoding, GcodePayload, Job, JobLimits, JobPolicy, JobPrescription,
+    MemoryHistory,
+};
+use dosegate_core::prescription::Formulation;
+use dosegate_core::trust::{RoleSpec, Roles, TrustRoot, TrustedRoot};
+use sha2::{Digest, Sha256};
+
+const NOW: u64 = 1_795_000_000;
+
+fn key(n: u8) -> SoftwareKey {
+    let mut s = [0x55u8; 32];
+    s[31] = n;
+    SoftwareKey::from_bytes(&s).expect("key")
+}
+
+fn gcode(len: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len + 64);
+    let mut i = 0u64;
+    while out.len() < len {
+        let line = format!(
+            "G1 X{}.{} Y{}.{} E{}.{:05}\n",
+            90 + i % 20,
+            i % 10,
+            95 + i % 10,
+            i % 7,
+            i / 1000,
+            i % 100_000
+        );
+        out.extend_from_slice(line.as_bytes());
+        i += 1;
+    }
+    out
+}
+
+fn bench(c: &mut Criterion) {
+    let root_key = key(1);
+    let jobs = [key(2), key(3), key(4)];
+    let mut keys = BTreeMap::new();
+    for k in std::iter::once(&root_key).chain(&jobs) {
+        let p = k.public_key();
+        keys.insert(p.key_id(), serde_bytes::ByteBuf::from(p.to_sec1()));
+    }
+    let mut ids: Vec<_> = jobs.iter().map(|k| k.public_key().key_id()).collect();
+    ids.sort();
+    let one = RoleSpec {
+        keyids: vec![root_key.public_key().key_id()],
+        threshold: 1,
+    };
+    let meta = TrustRoot {
+        keys,
+        roles: Roles {
+            jobs: RoleSpec {
+                keyids: ids,
+                threshold: 2,
+            },
+            root: one.clone(),
+            models: one.clone(),
+            policies: one.clone(),
+            revocation: one,
+        },
+        hub_id: "hub.bench".into(),
+        expires: NOW + 86_400,
+        version: 1,
+    };
+    let root_bytes = envelope::sign(
+        ContentType::TrustRoot,
+        &meta.to_cbor().expect("cbor"),
+        &[&root_key],
+    )
+    .expect("sign");
+    let root = TrustedRoot::pin(&root_bytes, NOW).expect("pin");
+    let g = gcode(3 * 1024 * 1024);
+    let job = Job {
+        seq: 1,
+        gcode: GcodePayload {
+            bytes: g.clone().into(),
+            encoding: GcodeEncoding::Identity,
+        },
+        job_id: "bench-1".into(),
+        models: vec![],
+        policy: JobPolicy {
+            id: "p".into(),
+            sha256: [0; 32],
+            version: 1,
+        },
+        issued_at: NOW,
+        expires_at: NOW + 3600,
+        gateway_id: "gw".into(),
+        formulation: Formulation {
+            ink_lot: "L".into(),
+            api_fraction: 0.1,
+            density_g_cm3: 1.25,
+        },
+        prescription: JobPrescription {
+            units: 1,
+            dose_mg: 10.0,
+            product: "p".into(),
+            patient_ref: "pt".into(),
+            gcode_sha256: Sha256::digest(&g).into(),
+            tolerance_pct: 5.0,
+        },
+    };
+    let signers: [&dyn Signer; 2] = [&jobs[0], &jobs[1]];
+    let bytes = job::sign(&job, &signers).expect("sign job");
+    let ctx = GatewayContext {
+        gateway_id: "gw",
+        now: NOW,
+        limits: JobLimits::default(),
+    };
+    let history = MemoryHistory::default();
+    c.bench_function(
+        "authenticate 3 MiB job (2-of-3 ES256, CBOR, SHA-256)",
+        |b| {
+            b.iter(|| job::authenticate(&bytes, &root, &ctx, &history).expect("valid"));
+        },
+    );
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
