@@ -9,13 +9,19 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
 use dosegate::serial::{self, SerialSettings};
-use dosegate_core::stream::{CanonicalCommand, Position, StreamCommand, StreamConfig, StreamProgram, Streamer};
+use dosegate_core::stream::{
+    CanonicalCommand, Position, StreamCommand, StreamConfig, StreamProgram, Streamer,
+};
 use dosegate_printer_sim::Motion;
 
 fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
-    let port = args.next().context("usage: stream_bench PORT GCODE [MAX_IN_FLIGHT]")?;
-    let gcode = args.next().context("usage: stream_bench PORT GCODE [MAX_IN_FLIGHT]")?;
+    let port = args
+        .next()
+        .context("usage: stream_bench PORT GCODE [MAX_IN_FLIGHT]")?;
+    let gcode = args
+        .next()
+        .context("usage: stream_bench PORT GCODE [MAX_IN_FLIGHT]")?;
     let max_in_flight: usize = args.next().map_or(Ok(8), |s| s.parse())?;
     let max_bytes: usize = args.next().map_or(Ok(127), |s| s.parse())?;
     let text = std::fs::read_to_string(&gcode)?;
@@ -31,17 +37,29 @@ fn main() -> Result<()> {
         commands.push(StreamCommand {
             source_line: u32::try_from(i + 1)?,
             command: CanonicalCommand::new(line)?,
-            after: Some(Position { x: p.x, y: p.y, z: p.z, e: p.e }),
+            after: Some(Position {
+                x: p.x,
+                y: p.y,
+                z: p.z,
+                e: p.e,
+            }),
         });
     }
     let n = commands.len();
     let cfg = StreamConfig {
         max_lines_in_flight: max_in_flight,
         max_bytes_in_flight: max_bytes,
-        ack_timeout: Duration::from_secs(5), ..StreamConfig::default() };
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        ack_timeout: Duration::from_secs(5),
+        ..StreamConfig::default()
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let (outcome, secs) = rt.block_on(async {
-        let settings = SerialSettings { reset_on_connect: false, ..SerialSettings::new(&port) };
+        let settings = SerialSettings {
+            reset_on_connect: false,
+            ..SerialSettings::new(&port)
+        };
         let mut link = serial::open(&settings).await?;
         let start = Instant::now();
         let mut s = Streamer::new(StreamProgram::unverified(commands)?, cfg, start.elapsed());
@@ -51,7 +69,10 @@ fn main() -> Result<()> {
             &mut s,
             start,
             |e, _| {
-                if matches!(e, dosegate_core::stream::StreamEvent::StreamingStarted { .. }) {
+                if matches!(
+                    e,
+                    dosegate_core::stream::StreamEvent::StreamingStarted { .. }
+                ) {
                     streaming_since = Some(start.elapsed());
                 }
             },
@@ -62,10 +83,14 @@ fn main() -> Result<()> {
         anyhow::Ok((outcome, secs))
     })?;
     let json = match outcome {
-        Ok(s) => serde_json::json!({ "tool": "dosegate", "lines": n, "print_s": secs, "lines_per_s": n as f64 / secs,
-                                     "outcome": "completed", "resends": s.resends, "max_in_flight": max_in_flight, "max_bytes_in_flight": max_bytes }),
-        Err(r) => serde_json::json!({ "tool": "dosegate", "lines": n, "print_s": secs, "outcome": "aborted",
-                                      "code": r.code(), "reason": r, "max_in_flight": max_in_flight }),
+        Ok(s) => {
+            serde_json::json!({ "tool": "dosegate", "lines": n, "print_s": secs, "lines_per_s": n as f64 / secs,
+                                     "outcome": "completed", "resends": s.resends, "max_in_flight": max_in_flight, "max_bytes_in_flight": max_bytes })
+        }
+        Err(r) => {
+            serde_json::json!({ "tool": "dosegate", "lines": n, "print_s": secs, "outcome": "aborted",
+                                      "code": r.code(), "reason": r, "max_in_flight": max_in_flight })
+        }
     };
     println!("{json}");
     Ok(())

@@ -9,7 +9,9 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use dosegate_core::stream::{AbortReason, CompletionSummary, Progress, StreamEvent, Streamer, Transmit};
+use dosegate_core::stream::{
+    AbortReason, CompletionSummary, Progress, StreamEvent, Streamer, Transmit,
+};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio_serial::{SerialPort as _, SerialPortBuilderExt as _, SerialStream};
 use tracing::{debug, info, warn};
@@ -32,7 +34,13 @@ pub struct SerialSettings {
 impl SerialSettings {
     /// Defaults for `path`: 115200 baud, reset on connect, 5 attempts 1 s apart.
     pub fn new(path: impl Into<PathBuf>) -> Self {
-        Self { path: path.into(), baud: 115_200, reset_on_connect: true, open_attempts: 5, retry_delay: Duration::from_secs(1) }
+        Self {
+            path: path.into(),
+            baud: 115_200,
+            reset_on_connect: true,
+            open_attempts: 5,
+            retry_delay: Duration::from_secs(1),
+        }
     }
 }
 
@@ -72,10 +80,15 @@ pub async fn open(settings: &SerialSettings) -> Result<SerialStream, SerialError
     let mut attempt = 0;
     let mut port = loop {
         attempt += 1;
-        match tokio_serial::new(settings.path.to_string_lossy(), settings.baud).open_native_async() {
+        match tokio_serial::new(settings.path.to_string_lossy(), settings.baud).open_native_async()
+        {
             Ok(p) => break p,
             Err(source) if attempt >= settings.open_attempts.max(1) => {
-                return Err(SerialError::Open { path: settings.path.clone(), attempts: attempt, source });
+                return Err(SerialError::Open {
+                    path: settings.path.clone(),
+                    attempts: attempt,
+                    source,
+                });
             }
             Err(e) => {
                 warn!(path = %settings.path.display(), attempt, error = %e, "printer port not available, retrying");
@@ -100,8 +113,12 @@ pub async fn open(settings: &SerialSettings) -> Result<SerialStream, SerialError
 /// per reply makes that the link's speed limit. Set it to 1 ms where the driver exposes it.
 fn set_low_latency(path: &Path) {
     let real = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-    let Some(name) = real.file_name().and_then(|n| n.to_str()) else { return };
-    let knob = PathBuf::from("/sys/bus/usb-serial/devices").join(name).join("latency_timer");
+    let Some(name) = real.file_name().and_then(|n| n.to_str()) else {
+        return;
+    };
+    let knob = PathBuf::from("/sys/bus/usb-serial/devices")
+        .join(name)
+        .join("latency_timer");
     if knob.exists() {
         match std::fs::write(&knob, "1") {
             Ok(()) => info!(device = name, "USB latency timer set to 1 ms"),
@@ -143,7 +160,9 @@ pub async fn run<L: PrinterLink>(
         if let Some(outcome) = streamer.outcome() {
             return outcome.clone();
         }
-        let deadline = streamer.poll_timeout().map(|t| tokio::time::Instant::from_std(start + t));
+        let deadline = streamer
+            .poll_timeout()
+            .map(|t| tokio::time::Instant::from_std(start + t));
         let sleep = async {
             match deadline {
                 Some(d) => tokio::time::sleep_until(d).await,

@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use dosegate::serial::{self, SerialSettings};
 use dosegate_core::stream::{
-    AbortReason, CanonicalCommand, CompletionSummary, Position, StreamCommand, StreamConfig, StreamProgram, Streamer,
+    AbortReason, CanonicalCommand, CompletionSummary, Position, StreamCommand, StreamConfig,
+    StreamProgram, Streamer,
 };
 use dosegate_printer_sim::Motion;
 
@@ -23,7 +24,10 @@ fn repo() -> PathBuf {
 fn python() -> Option<PathBuf> {
     let py = repo().join("build/venv-octoprint/bin/python");
     let ok = py.exists()
-        && Command::new(&py).args(["-c", "import octoprint, yaml"]).status().is_ok_and(|s| s.success());
+        && Command::new(&py)
+            .args(["-c", "import octoprint, yaml"])
+            .status()
+            .is_ok_and(|s| s.success());
     if ok {
         return Some(py);
     }
@@ -62,14 +66,21 @@ impl VirtualPrinter {
         let child = cmd.spawn().unwrap();
         let start = Instant::now();
         while !dir.join("tty").exists() {
-            assert!(start.elapsed() < Duration::from_secs(30), "the Virtual Printer did not start");
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "the Virtual Printer did not start"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         Self { child, dir }
     }
 
     fn executed(&self) -> Vec<String> {
-        std::fs::read_to_string(self.dir.join("exec.log")).unwrap_or_default().lines().map(str::to_owned).collect()
+        std::fs::read_to_string(self.dir.join("exec.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
     }
 }
 
@@ -93,7 +104,11 @@ fn moves(n: usize) -> Vec<String> {
     program
 }
 
-fn stream(vp: &VirtualPrinter, program: &[String], cfg: StreamConfig) -> Result<CompletionSummary, AbortReason> {
+fn stream(
+    vp: &VirtualPrinter,
+    program: &[String],
+    cfg: StreamConfig,
+) -> Result<CompletionSummary, AbortReason> {
     let mut motion = Motion::new();
     let commands = program
         .iter()
@@ -104,16 +119,31 @@ fn stream(vp: &VirtualPrinter, program: &[String], cfg: StreamConfig) -> Result<
             StreamCommand {
                 source_line: u32::try_from(i + 1).unwrap(),
                 command: CanonicalCommand::new(c).unwrap(),
-                after: Some(Position { x: p.x, y: p.y, z: p.z, e: p.e }),
+                after: Some(Position {
+                    x: p.x,
+                    y: p.y,
+                    z: p.z,
+                    e: p.e,
+                }),
             }
         })
         .collect();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let outcome = rt.block_on(async {
-        let settings = SerialSettings { reset_on_connect: false, ..SerialSettings::new(vp.dir.join("tty")) };
+        let settings = SerialSettings {
+            reset_on_connect: false,
+            ..SerialSettings::new(vp.dir.join("tty"))
+        };
         let mut port = serial::open(&settings).await.unwrap();
         let start = Instant::now();
-        let mut s = Streamer::new(StreamProgram::unverified(commands).unwrap(), cfg, start.elapsed());
+        let mut s = Streamer::new(
+            StreamProgram::unverified(commands).unwrap(),
+            cfg,
+            start.elapsed(),
+        );
         serial::run(&mut port, &mut s, start, |_, _| {}, std::future::pending()).await
     });
     std::thread::sleep(Duration::from_millis(300)); // let the bridge flush its execution log
@@ -121,7 +151,11 @@ fn stream(vp: &VirtualPrinter, program: &[String], cfg: StreamConfig) -> Result<
 }
 
 fn program_moves(program: &[String]) -> Vec<String> {
-    program.iter().filter(|c| c.starts_with("G1 ") || c.starts_with("G0 ")).cloned().collect()
+    program
+        .iter()
+        .filter(|c| c.starts_with("G1 ") || c.starts_with("G0 "))
+        .cloned()
+        .collect()
 }
 
 #[test]
@@ -141,12 +175,20 @@ fn under_the_virtual_printers_own_faults_the_job_is_exact_or_aborted_never_silen
     // mismatch at lines 100, 105, 110 and 115; plus random resend requests.
     let vp = VirtualPrinter::start(&py, "faults", &["resend_ratio=5"]);
     let program = moves(600);
-    let cfg = StreamConfig { ack_timeout: Duration::from_secs(3), ..StreamConfig::default() };
+    let cfg = StreamConfig {
+        ack_timeout: Duration::from_secs(3),
+        ..StreamConfig::default()
+    };
     let outcome = stream(&vp, &program, cfg);
     let ran = vp.executed();
     let want = program_moves(&program);
     match outcome {
         Ok(_) => assert_eq!(ran, want, "completed, yet the printer ran something else"),
-        Err(reason) => eprintln!("aborted ({}) after {} of {} moves: a recorded reason, not a silent loss", reason.code(), ran.len(), want.len()),
+        Err(reason) => eprintln!(
+            "aborted ({}) after {} of {} moves: a recorded reason, not a silent loss",
+            reason.code(),
+            ran.len(),
+            want.len()
+        ),
     }
 }

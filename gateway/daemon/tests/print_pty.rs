@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use dosegate::serial::{self, SerialSettings};
 use dosegate_core::policy::{Policy, verify_program};
 use dosegate_core::prescription::Prescription;
-use dosegate_core::stream::{AbortReason, FirmwareCheck, MonitorLimits, StreamConfig, StreamProgram, Streamer};
+use dosegate_core::stream::{
+    AbortReason, FirmwareCheck, MonitorLimits, StreamConfig, StreamProgram, Streamer,
+};
 use dosegate_printer_sim::{Fault, Faults, PtyPrinter, SimConfig};
 
 fn repo() -> PathBuf {
@@ -23,18 +25,34 @@ const RX: &str = "provisioning/examples/prescription-hctz.toml";
 fn verified() -> (StreamProgram, Policy, Vec<String>) {
     let policy = Policy::from_toml(&std::fs::read_to_string(repo().join(POLICY)).unwrap()).unwrap();
     let rx = Prescription::from_toml(&std::fs::read_to_string(repo().join(RX)).unwrap()).unwrap();
-    let program = verify_program(&policy, &rx, &std::fs::read(repo().join(GCODE)).unwrap()).unwrap();
+    let program =
+        verify_program(&policy, &rx, &std::fs::read(repo().join(GCODE)).unwrap()).unwrap();
     let texts = program.commands().iter().map(|c| c.text.clone()).collect();
-    (StreamProgram::from_verified(&program).unwrap(), policy, texts)
+    (
+        StreamProgram::from_verified(&program).unwrap(),
+        policy,
+        texts,
+    )
 }
 
-fn stream(sim: &PtyPrinter, cfg: StreamConfig, program: StreamProgram) -> Result<usize, AbortReason> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+fn stream(
+    sim: &PtyPrinter,
+    cfg: StreamConfig,
+    program: StreamProgram,
+) -> Result<usize, AbortReason> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
-        let mut port = serial::open(&SerialSettings::new(sim.path())).await.unwrap();
+        let mut port = serial::open(&SerialSettings::new(sim.path()))
+            .await
+            .unwrap();
         let start = Instant::now();
         let mut s = Streamer::new(program, cfg, start.elapsed());
-        serial::run(&mut port, &mut s, start, |_, _| {}, std::future::pending()).await.map(|s| s.commands)
+        serial::run(&mut port, &mut s, start, |_, _| {}, std::future::pending())
+            .await
+            .map(|s| s.commands)
     })
 }
 
@@ -50,9 +68,24 @@ fn program_ran(sim: &PtyPrinter) -> Vec<String> {
 #[test]
 fn a_verified_printlet_runs_exactly_once_over_a_real_pty_despite_line_noise() {
     let (program, policy, texts) = verified();
-    let faults = Faults { seed: 7, corrupt_per_mille: 20, resend_per_mille: 20, ..Faults::default() };
-    let sim = PtyPrinter::spawn(SimConfig { faults, ..SimConfig::default() }, Duration::from_millis(1)).unwrap();
-    let cfg = StreamConfig { monitor: MonitorLimits::from_policy(&policy), ..StreamConfig::default() };
+    let faults = Faults {
+        seed: 7,
+        corrupt_per_mille: 20,
+        resend_per_mille: 20,
+        ..Faults::default()
+    };
+    let sim = PtyPrinter::spawn(
+        SimConfig {
+            faults,
+            ..SimConfig::default()
+        },
+        Duration::from_millis(1),
+    )
+    .unwrap();
+    let cfg = StreamConfig {
+        monitor: MonitorLimits::from_policy(&policy),
+        ..StreamConfig::default()
+    };
     let commands = stream(&sim, cfg, program).expect("printed");
     assert_eq!(commands, texts.len());
     assert_eq!(program_ran(&sim), texts);
@@ -61,11 +94,31 @@ fn a_verified_printlet_runs_exactly_once_over_a_real_pty_despite_line_noise() {
 #[test]
 fn a_printer_unplugged_mid_print_aborts_the_job() {
     let (program, _, texts) = verified();
-    let faults = Faults { schedule: [(400, Fault::Disconnect)].into_iter().collect(), ..Faults::default() };
-    let sim = PtyPrinter::spawn(SimConfig { faults, ..SimConfig::default() }, Duration::ZERO).unwrap();
-    let cfg = StreamConfig { ack_timeout: Duration::from_secs(2), max_probes: 1, ..StreamConfig::default() };
+    let faults = Faults {
+        schedule: [(400, Fault::Disconnect)].into_iter().collect(),
+        ..Faults::default()
+    };
+    let sim = PtyPrinter::spawn(
+        SimConfig {
+            faults,
+            ..SimConfig::default()
+        },
+        Duration::ZERO,
+    )
+    .unwrap();
+    let cfg = StreamConfig {
+        ack_timeout: Duration::from_secs(2),
+        max_probes: 1,
+        ..StreamConfig::default()
+    };
     let r = stream(&sim, cfg, program);
-    assert!(matches!(r, Err(AbortReason::Disconnected { .. } | AbortReason::Unresponsive { .. })), "{r:?}");
+    assert!(
+        matches!(
+            r,
+            Err(AbortReason::Disconnected { .. } | AbortReason::Unresponsive { .. })
+        ),
+        "{r:?}"
+    );
     let ran = program_ran(&sim);
     assert!(ran.len() < texts.len());
     assert_eq!(ran, texts[..ran.len()].to_vec());
@@ -98,23 +151,45 @@ fn print_records_the_firmware_then_refuses_a_different_one() {
     assert_eq!(code, 0, "{v}");
     assert_eq!(v["outcome"], "completed");
     assert_eq!(v["mode"], "engineering-unsigned");
-    let ident = v["events"].as_array().unwrap().iter().find(|e| e["event"] == "firmware_identified").unwrap().clone();
+    let ident = v["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["event"] == "firmware_identified")
+        .unwrap()
+        .clone();
 
     let dir = std::env::temp_dir().join(format!("dosegate-print-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let baseline = dir.join("firmware.toml");
     std::fs::write(
         &baseline,
-        format!("m115_sha256 = {}\nm503_sha256 = {}\n", ident["m115_sha256"], ident["m503_sha256"]),
+        format!(
+            "m115_sha256 = {}\nm503_sha256 = {}\n",
+            ident["m115_sha256"], ident["m503_sha256"]
+        ),
     )
     .unwrap();
 
-    let retuned = PtyPrinter::spawn(SimConfig { steps_per_mm_e: 100.0, ..SimConfig::default() }, Duration::ZERO).unwrap();
-    let (code, v) = print_cli(&retuned, &["--firmware-baseline", baseline.to_str().unwrap()]);
+    let retuned = PtyPrinter::spawn(
+        SimConfig {
+            steps_per_mm_e: 100.0,
+            ..SimConfig::default()
+        },
+        Duration::ZERO,
+    )
+    .unwrap();
+    let (code, v) = print_cli(
+        &retuned,
+        &["--firmware-baseline", baseline.to_str().unwrap()],
+    );
     assert_eq!(code, 3, "{v}");
     assert_eq!(v["code"], "firmware_mismatch");
     assert_eq!(v["reason"]["query"], "M503");
-    assert!(program_ran(&retuned).is_empty(), "a command ran on unrecognised firmware");
+    assert!(
+        program_ran(&retuned).is_empty(),
+        "a command ran on unrecognised firmware"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -156,12 +231,16 @@ fn print_streams_a_hub_signed_job_and_refuses_one_for_another_gateway() {
             .args(extra)
             .output()
             .unwrap();
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout)
-            .unwrap_or_else(|_| serde_json::json!({ "stderr": String::from_utf8_lossy(&out.stderr) }));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(
+            |_| serde_json::json!({ "stderr": String::from_utf8_lossy(&out.stderr) }),
+        );
         (out.status.code().unwrap(), v)
     };
     let (code, v) = job("spoke-01", &["--record-firmware"]);
-    assert_eq!(code, 2, "a job must not print without a firmware baseline: {v}");
+    assert_eq!(
+        code, 2,
+        "a job must not print without a firmware baseline: {v}"
+    );
     assert!(v["stderr"].as_str().unwrap().contains("E_USAGE"), "{v}");
 
     let dir = std::env::temp_dir().join(format!("dosegate-print-job-{}", std::process::id()));
@@ -177,7 +256,10 @@ fn print_streams_a_hub_signed_job_and_refuses_one_for_another_gateway() {
     let (code, v) = job("spoke-02", &["--firmware-baseline", b]);
     assert_eq!(code, 1, "{v}");
     assert_eq!(v["outcome"], "refused");
-    assert!(sim.executed().is_empty(), "the port was used for a refused job");
+    assert!(
+        sim.executed().is_empty(),
+        "the port was used for a refused job"
+    );
 
     let (code, v) = job("spoke-01", &["--firmware-baseline", b]);
     assert_eq!(code, 0, "{v}");

@@ -26,7 +26,12 @@ pub struct Motion {
 
 fn param(words: &[&str], letter: char) -> Option<f64> {
     // Marlin's parser keeps the last occurrence of a repeated parameter.
-    words.iter().skip(1).rev().find_map(|w| w.strip_prefix(letter)).and_then(|v| v.parse().ok())
+    words
+        .iter()
+        .skip(1)
+        .rev()
+        .find_map(|w| w.strip_prefix(letter))
+        .and_then(|v| v.parse().ok())
 }
 
 impl Motion {
@@ -43,7 +48,9 @@ impl Motion {
     /// Applies one canonical command; returns whether it was a move (`G0`/`G1`).
     pub fn apply(&mut self, command: &str) -> bool {
         let words: Vec<&str> = command.split_whitespace().collect();
-        let Some(&word) = words.first() else { return false };
+        let Some(&word) = words.first() else {
+            return false;
+        };
         match word {
             "G0" | "G1" => {
                 for (letter, slot, rel) in [
@@ -69,10 +76,15 @@ impl Motion {
             "M82" => self.relative_e = false,
             "M83" => self.relative_e = true,
             "G92" => {
-                let any = ['X', 'Y', 'Z', 'E'].iter().any(|&l| param(&words, l).is_some());
-                for (letter, slot) in
-                    [('X', &mut self.pos.x), ('Y', &mut self.pos.y), ('Z', &mut self.pos.z), ('E', &mut self.pos.e)]
-                {
+                let any = ['X', 'Y', 'Z', 'E']
+                    .iter()
+                    .any(|&l| param(&words, l).is_some());
+                for (letter, slot) in [
+                    ('X', &mut self.pos.x),
+                    ('Y', &mut self.pos.y),
+                    ('Z', &mut self.pos.z),
+                    ('E', &mut self.pos.e),
+                ] {
                     if let Some(v) = param(&words, letter) {
                         *slot = v;
                     } else if !any {
@@ -81,7 +93,10 @@ impl Motion {
                 }
             }
             "G28" => {
-                let axes: Vec<char> = ['X', 'Y', 'Z'].into_iter().filter(|&l| words.iter().any(|w| w.starts_with(l))).collect();
+                let axes: Vec<char> = ['X', 'Y', 'Z']
+                    .into_iter()
+                    .filter(|&l| words.iter().any(|w| w.starts_with(l)))
+                    .collect();
                 let all = axes.is_empty();
                 if all || axes.contains(&'X') {
                     self.pos.x = 0.0;

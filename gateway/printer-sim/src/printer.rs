@@ -174,8 +174,14 @@ impl Printer {
             last_line: 0,
             lines_read: 0,
             motion: Motion::new(),
-            hotend: Heater { actual: AMBIENT_C, target: 0.0 },
-            bed: Heater { actual: AMBIENT_C, target: 0.0 },
+            hotend: Heater {
+                actual: AMBIENT_C,
+                target: 0.0,
+            },
+            bed: Heater {
+                actual: AMBIENT_C,
+                target: 0.0,
+            },
             drift_since: None,
             heat_clock: Duration::ZERO,
             heat_reports: 0,
@@ -261,7 +267,9 @@ impl Printer {
                 continue;
             }
             self.read_serial();
-            let Some(cmd) = self.queue.pop_front() else { break };
+            let Some(cmd) = self.queue.pop_front() else {
+                break;
+            };
             self.start(cmd);
         }
     }
@@ -279,7 +287,8 @@ impl Printer {
                 Wait::PlannerEmpty => self.planner.back().copied().unwrap_or(self.now),
                 Wait::Heat { bed } => {
                     let h = if bed { &self.bed } else { &self.hotend };
-                    let secs = ((h.target - h.actual).abs() - 0.5).max(0.0) / self.cfg.heat_rate_c_per_s;
+                    let secs =
+                        ((h.target - h.actual).abs() - 0.5).max(0.0) / self.cfg.heat_rate_c_per_s;
                     self.now + Duration::from_secs_f64(secs).max(Duration::from_millis(1))
                 }
             });
@@ -413,7 +422,11 @@ impl Printer {
             let n: Option<u32> = if is_m110 {
                 text.get(4..)
                     .and_then(|t| t.split_once('N'))
-                    .map(|(_, r)| r.chars().take_while(char::is_ascii_digit).collect::<String>())
+                    .map(|(_, r)| {
+                        r.chars()
+                            .take_while(char::is_ascii_digit)
+                            .collect::<String>()
+                    })
                     .and_then(|d| d.parse().ok())
                     .or_else(|| digits.parse().ok())
             } else {
@@ -437,7 +450,12 @@ impl Printer {
                 return;
             }
             self.last_line = n;
-            let body = head.get(1 + digits.len()..).unwrap_or_default().split_whitespace().collect::<Vec<_>>().join(" ");
+            let body = head
+                .get(1 + digits.len()..)
+                .unwrap_or_default()
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ");
             (Some(n), body)
         } else {
             if text.contains('*') {
@@ -457,9 +475,18 @@ impl Printer {
     // ------------------------------------------------------------- execution
 
     fn start(&mut self, cmd: Queued) {
-        let word = cmd.command.split_whitespace().next().unwrap_or_default().to_owned();
+        let word = cmd
+            .command
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_owned();
         let param = |l: char| -> Option<f64> {
-            cmd.command.split_whitespace().skip(1).find_map(|w| w.strip_prefix(l)).and_then(|v| v.parse().ok())
+            cmd.command
+                .split_whitespace()
+                .skip(1)
+                .find_map(|w| w.strip_prefix(l))
+                .and_then(|v| v.parse().ok())
         };
         let wait = if cmd.busy {
             Wait::Until(self.now + Duration::from_secs(3))
@@ -507,11 +534,23 @@ impl Printer {
     fn complete(&mut self, cmd: &Queued) {
         let words: Vec<&str> = cmd.command.split_whitespace().collect();
         let word = words.first().copied().unwrap_or_default();
-        let param = |l: char| -> Option<f64> { words.iter().skip(1).rev().find_map(|w| w.strip_prefix(l)).and_then(|v| v.parse().ok()) };
+        let param = |l: char| -> Option<f64> {
+            words
+                .iter()
+                .skip(1)
+                .rev()
+                .find_map(|w| w.strip_prefix(l))
+                .and_then(|v| v.parse().ok())
+        };
         let mut send_ok = !cmd.omit_ok;
         match word {
             "G0" | "G1" => {
-                let start = self.planner.back().copied().unwrap_or(self.now).max(self.now);
+                let start = self
+                    .planner
+                    .back()
+                    .copied()
+                    .unwrap_or(self.now)
+                    .max(self.now);
                 self.planner.push_back(start + self.cfg.move_time);
             }
             "M104" => self.hotend.target = param('S').unwrap_or(0.0),
@@ -523,7 +562,10 @@ impl Printer {
             }
             "M114" => {
                 let p = self.motion.position();
-                self.say(&format!("X:{:.2} Y:{:.2} Z:{:.2} E:{:.2} Count X:0 Y:0 Z:0", p.x, p.y, p.z, p.e));
+                self.say(&format!(
+                    "X:{:.2} Y:{:.2} Z:{:.2} E:{:.2} Count X:0 Y:0 Z:0",
+                    p.x, p.y, p.z, p.e
+                ));
             }
             "M115" => {
                 for l in self.m115() {
@@ -546,8 +588,8 @@ impl Printer {
                 self.kill();
                 return;
             }
-            "G4" | "G21" | "G28" | "G90" | "G91" | "G92" | "M82" | "M83" | "M84" | "M106" | "M107" | "M109" | "M190"
-            | "M400" | "M110" | "M73" | "M117" => {}
+            "G4" | "G21" | "G28" | "G90" | "G91" | "G92" | "M82" | "M83" | "M84" | "M106"
+            | "M107" | "M109" | "M190" | "M400" | "M110" | "M73" | "M117" => {}
             _ => {
                 let w = word.to_owned();
                 self.say(&format!("echo:Unknown command: \"{w}\""));
@@ -560,7 +602,10 @@ impl Printer {
                 self.drift_since = Some(self.now);
             }
         }
-        self.executed.push(Executed { line: cmd.line, command: cmd.command.clone() });
+        self.executed.push(Executed {
+            line: cmd.line,
+            command: cmd.command.clone(),
+        });
         if send_ok {
             if self.cfg.advanced_ok {
                 let planner_free = self.cfg.planner.saturating_sub(self.planner.len());
@@ -605,7 +650,10 @@ impl Printer {
     fn m503(&self) -> Vec<String> {
         vec![
             "echo:; Steps per unit:".to_owned(),
-            format!("echo:  M92 X80.00 Y80.00 Z400.00 E{:.2}", self.cfg.steps_per_mm_e),
+            format!(
+                "echo:  M92 X80.00 Y80.00 Z400.00 E{:.2}",
+                self.cfg.steps_per_mm_e
+            ),
             "echo:; Maximum feedrates (units/s):".to_owned(),
             "echo:  M203 X300.00 Y300.00 Z5.00 E25.00".to_owned(),
             "echo:; Hotend PID:".to_owned(),

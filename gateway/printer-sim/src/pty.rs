@@ -49,7 +49,13 @@ impl PtyPrinter {
             let _slave = pty.slave;
             pump(&pty.master, Printer::new(cfg), latency, &s, &e, &d)
         });
-        Ok(Self { path, stop, executed, disconnected, thread: Some(thread) })
+        Ok(Self {
+            path,
+            stop,
+            executed,
+            disconnected,
+            thread: Some(thread),
+        })
     }
 
     /// The pty's device path.
@@ -59,7 +65,10 @@ impl PtyPrinter {
 
     /// Commands executed so far.
     pub fn executed(&self) -> Vec<Executed> {
-        self.executed.lock().unwrap_or_else(PoisonError::into_inner).clone()
+        self.executed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Whether a simulated disconnect ended the service.
@@ -115,8 +124,13 @@ fn pump(
             disconnected.store(true, Ordering::Relaxed);
             return Ok(());
         }
-        let next = [printer.next_wakeup(), delayed.front().map(|(t, _)| *t)].into_iter().flatten().min();
-        let wait = next.map_or(Duration::from_millis(50), |t| t.saturating_sub(start.elapsed()));
+        let next = [printer.next_wakeup(), delayed.front().map(|(t, _)| *t)]
+            .into_iter()
+            .flatten()
+            .min();
+        let wait = next.map_or(Duration::from_millis(50), |t| {
+            t.saturating_sub(start.elapsed())
+        });
         let wait_ms = u16::try_from(wait.as_micros().div_ceil(1000).min(50)).unwrap_or(50);
         let mut fds = [PollFd::new(master.as_fd(), PollFlags::POLLIN)];
         match poll(&mut fds, PollTimeout::from(wait_ms)) {

@@ -31,7 +31,13 @@ impl Capabilities {
                     .filter_map(|k| rest.find(k))
                     .min()
                     .unwrap_or(rest.len());
-                caps.firmware_name = rest.get(..end).unwrap_or(rest).trim().chars().take(96).collect();
+                caps.firmware_name = rest
+                    .get(..end)
+                    .unwrap_or(rest)
+                    .trim()
+                    .chars()
+                    .take(96)
+                    .collect();
             }
             if let Some(cap) = line.strip_prefix("Cap:") {
                 let on = cap.ends_with(":1");

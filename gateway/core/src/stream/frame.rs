@@ -40,7 +40,10 @@ impl CanonicalCommand {
         if !text.bytes().all(|b| (0x20..0x7f).contains(&b)) {
             return Err(bad("byte outside printable ASCII"));
         }
-        if text.bytes().any(|b| matches!(b, b'*' | b';' | b'(' | b')' | b'"')) {
+        if text
+            .bytes()
+            .any(|b| matches!(b, b'*' | b';' | b'(' | b')' | b'"'))
+        {
             return Err(bad("checksum or comment syntax"));
         }
         if text.starts_with(' ') || text.ends_with(' ') || text.contains("  ") {
@@ -114,7 +117,11 @@ pub fn frame(n: u32, command: &CanonicalCommand) -> Vec<u8> {
 fn layout(n: u32, words: &[&str], mask: u32, trailing: bool) -> Vec<u8> {
     let mut body = format!("N{n}");
     for (i, w) in words.iter().enumerate() {
-        body.push_str(if i < 32 && mask & (1 << i) != 0 { "  " } else { " " });
+        body.push_str(if i < 32 && mask & (1 << i) != 0 {
+            "  "
+        } else {
+            " "
+        });
         body.push_str(w);
     }
     if trailing {

@@ -34,7 +34,11 @@ impl MonitorLimits {
     pub fn from_policy(policy: &Policy) -> Self {
         let band = |r: [f64; 2]| (r[1] > 0.0).then_some((r[0], r[1]));
         let t = policy.temperature();
-        Self { hotend_c: band(t.nozzle_c), bed_c: band(t.bed_c), ..Self::default() }
+        Self {
+            hotend_c: band(t.nozzle_c),
+            bed_c: band(t.bed_c),
+            ..Self::default()
+        }
     }
 }
 
@@ -71,7 +75,12 @@ struct HeaterMonitor {
 
 impl HeaterMonitor {
     fn new(heater: Heater, band: Option<(f64, f64)>) -> Self {
-        Self { heater, band, state: HeaterState::Idle, last: None }
+        Self {
+            heater,
+            band,
+            state: HeaterState::Idle,
+            last: None,
+        }
     }
 
     fn set_point(&mut self, target: f64, now: Duration) {
@@ -94,7 +103,9 @@ impl HeaterMonitor {
             HeaterState::HeatingUp { .. } | HeaterState::Holding { .. } if inside => {
                 HeaterState::Holding { out_since: None }
             }
-            HeaterState::Holding { out_since: None } => HeaterState::Holding { out_since: Some(now) },
+            HeaterState::Holding { out_since: None } => HeaterState::Holding {
+                out_since: Some(now),
+            },
             s => s,
         };
     }
@@ -103,29 +114,37 @@ impl HeaterMonitor {
         let (min_c, max_c) = self.band?;
         match self.state {
             HeaterState::Idle | HeaterState::Holding { out_since: None } => None,
-            HeaterState::HeatingUp { since, target } => (now.saturating_sub(since) > limits.heatup_timeout)
+            HeaterState::HeatingUp { since, target } => (now.saturating_sub(since)
+                > limits.heatup_timeout)
                 .then(|| AbortReason::HeatupTimeout {
                     heater: self.heater,
                     target_c: target,
                     last_c: self.last,
                     waited_ms: millis(now.saturating_sub(since)),
                 }),
-            HeaterState::Holding { out_since: Some(since) } => (now.saturating_sub(since) > limits.grace)
-                .then(|| AbortReason::TemperatureDeviation {
+            HeaterState::Holding {
+                out_since: Some(since),
+            } => (now.saturating_sub(since) > limits.grace).then(|| {
+                AbortReason::TemperatureDeviation {
                     heater: self.heater,
                     measured_c: self.last.unwrap_or(f64::NAN),
                     min_c,
                     max_c,
                     tolerance_c: limits.tolerance_c,
                     lasted_ms: millis(now.saturating_sub(since)),
-                }),
+                }
+            }),
         }
     }
 
     fn deadline(&self, limits: &MonitorLimits) -> Option<Duration> {
         match self.state {
-            HeaterState::HeatingUp { since, .. } => Some(since + limits.heatup_timeout + Duration::from_millis(1)),
-            HeaterState::Holding { out_since: Some(s) } => Some(s + limits.grace + Duration::from_millis(1)),
+            HeaterState::HeatingUp { since, .. } => {
+                Some(since + limits.heatup_timeout + Duration::from_millis(1))
+            }
+            HeaterState::Holding { out_since: Some(s) } => {
+                Some(s + limits.grace + Duration::from_millis(1))
+            }
             _ => None,
         }
     }
@@ -183,13 +202,19 @@ impl TemperatureMonitor {
 
     /// The reason to abort, if any limit is exceeded at `now`.
     pub fn check(&self, now: Duration) -> Option<AbortReason> {
-        if let Some(r) = self.hotend.check(&self.limits, now).or_else(|| self.bed.check(&self.limits, now)) {
+        if let Some(r) = self
+            .hotend
+            .check(&self.limits, now)
+            .or_else(|| self.bed.check(&self.limits, now))
+        {
             return Some(r);
         }
         let watching = self.hotend.monitored() || self.bed.monitored();
         match self.last_report {
             Some(last) if watching && now.saturating_sub(last) > self.limits.report_timeout => {
-                Some(AbortReason::TemperatureReportsStopped { silent_ms: millis(now.saturating_sub(last)) })
+                Some(AbortReason::TemperatureReportsStopped {
+                    silent_ms: millis(now.saturating_sub(last)),
+                })
             }
             _ => None,
         }
@@ -198,11 +223,18 @@ impl TemperatureMonitor {
     /// When [`Self::check`] may next change its answer.
     pub fn deadline(&self) -> Option<Duration> {
         let stale = (self.hotend.monitored() || self.bed.monitored())
-            .then(|| self.last_report.map(|l| l + self.limits.report_timeout + Duration::from_millis(1)))
+            .then(|| {
+                self.last_report
+                    .map(|l| l + self.limits.report_timeout + Duration::from_millis(1))
+            })
             .flatten();
-        [self.hotend.deadline(&self.limits), self.bed.deadline(&self.limits), stale]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            self.hotend.deadline(&self.limits),
+            self.bed.deadline(&self.limits),
+            stale,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 }

@@ -73,16 +73,25 @@ pub fn parse_reply(line: &str) -> Reply {
     if line == "ok" || line.starts_with("ok ") {
         return parse_ok(line);
     }
-    if let Some(rest) = line.strip_prefix("Resend:").or_else(|| line.strip_prefix("rs ")) {
+    if let Some(rest) = line
+        .strip_prefix("Resend:")
+        .or_else(|| line.strip_prefix("rs "))
+    {
         let digits = rest.trim().trim_start_matches('N');
         if let Ok(n) = digits.parse() {
             return Reply::Resend(n);
         }
         return Reply::Text(line.to_owned());
     }
-    if let Some(rest) = line.strip_prefix("Error:").or_else(|| line.strip_prefix("!!")) {
+    if let Some(rest) = line
+        .strip_prefix("Error:")
+        .or_else(|| line.strip_prefix("!!"))
+    {
         let lower = rest.to_ascii_lowercase();
-        if lower.contains("last line") || lower.contains("checksum") || lower.contains("line number") {
+        if lower.contains("last line")
+            || lower.contains("checksum")
+            || lower.contains("line number")
+        {
             let last_line = rest
                 .rsplit_once("Last Line:")
                 .and_then(|(_, n)| n.trim().parse().ok());

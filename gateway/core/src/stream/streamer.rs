@@ -45,7 +45,12 @@ impl StreamProgram {
                 Ok(StreamCommand {
                     source_line: c.source_line,
                     command: CanonicalCommand::new(&c.text)?,
-                    after: Some(Position { x: c.after.x, y: c.after.y, z: c.after.z, e: c.after.e }),
+                    after: Some(Position {
+                        x: c.after.x,
+                        y: c.after.y,
+                        z: c.after.z,
+                        e: c.after.e,
+                    }),
                 })
             })
             .collect::<Result<Vec<_>, StreamError>>()?;
@@ -59,7 +64,10 @@ impl StreamProgram {
             return Err(StreamError::EmptyProgram);
         }
         if commands.len() > MAX_PROGRAM_COMMANDS {
-            return Err(StreamError::ProgramTooLarge { commands: commands.len(), max: MAX_PROGRAM_COMMANDS });
+            return Err(StreamError::ProgramTooLarge {
+                commands: commands.len(),
+                max: MAX_PROGRAM_COMMANDS,
+            });
         }
         Ok(Self { commands })
     }
@@ -173,7 +181,11 @@ struct SentLine {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
-    Handshake { attempt: u32, deadline: Duration, spoiled: bool },
+    Handshake {
+        attempt: u32,
+        deadline: Duration,
+        spoiled: bool,
+    },
     Identify,
     Streaming,
     Done,
@@ -188,7 +200,10 @@ struct Recovery {
 
 /// The sans-IO streamer; see the module documentation and `STATE.md`.
 #[derive(Debug)]
-#[expect(clippy::struct_excessive_bools, reason = "independent protocol flags, each with its own meaning")]
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "independent protocol flags, each with its own meaning"
+)]
 pub struct Streamer {
     cfg: StreamConfig,
     program: StreamProgram,
@@ -240,7 +255,11 @@ impl Streamer {
     pub fn new(program: StreamProgram, cfg: StreamConfig, now: Duration) -> Self {
         let monitor = TemperatureMonitor::new(cfg.monitor);
         let mut s = Self {
-            phase: Phase::Handshake { attempt: 0, deadline: now, spoiled: false },
+            phase: Phase::Handshake {
+                attempt: 0,
+                deadline: now,
+                spoiled: false,
+            },
             caps: Capabilities::default(),
             window_lines: 1,
             history: VecDeque::new(),
@@ -309,7 +328,10 @@ impl Streamer {
         if self.outcome.is_some() {
             return;
         }
-        if let Phase::Handshake { attempt, deadline, .. } = self.phase {
+        if let Phase::Handshake {
+            attempt, deadline, ..
+        } = self.phase
+        {
             if now >= deadline {
                 if attempt >= self.cfg.handshake_attempts {
                     self.abort(AbortReason::NoHandshake { attempts: attempt }, now);
@@ -326,14 +348,24 @@ impl Streamer {
                     self.stale_oks = self.stale_oks.saturating_add(r.expected_oks);
                 }
             }
-        } else if self.acked < self.send_from && now.saturating_sub(self.last_activity) >= self.cfg.ack_timeout {
+        } else if self.acked < self.send_from
+            && now.saturating_sub(self.last_activity) >= self.cfg.ack_timeout
+        {
             if self.probes >= self.cfg.max_probes {
                 let waited_ms = millis(now.saturating_sub(self.last_activity));
-                self.abort(AbortReason::Unresponsive { line: self.acked, waited_ms, probes: self.probes }, now);
+                self.abort(
+                    AbortReason::Unresponsive {
+                        line: self.acked,
+                        waited_ms,
+                        probes: self.probes,
+                    },
+                    now,
+                );
                 return;
             }
             self.probes += 1;
-            self.events.push_back(StreamEvent::Timeout { line: self.acked });
+            self.events
+                .push_back(StreamEvent::Timeout { line: self.acked });
             self.send_from = self.acked;
             self.stale_oks = 0;
             self.last_activity = now;
@@ -358,7 +390,12 @@ impl Streamer {
 
     /// The port closed or failed.
     pub fn handle_disconnect(&mut self, now: Duration) {
-        self.abort(AbortReason::Disconnected { commands_acked: self.commands_acked }, now);
+        self.abort(
+            AbortReason::Disconnected {
+                commands_acked: self.commands_acked,
+            },
+            now,
+        );
     }
 
     /// Stops the job now (operator request): the stop path bypasses the queue.
@@ -386,14 +423,21 @@ impl Streamer {
         }
         let ack = (self.recovery.is_none() && self.acked < self.send_from)
             .then(|| self.last_activity + self.cfg.ack_timeout);
-        let report = self.report_deadline.filter(|_| !self.checkpoints.is_empty());
+        let report = self
+            .report_deadline
+            .filter(|_| !self.checkpoints.is_empty());
         let recovery = self.recovery.map(|r| r.quiet_until);
-        let poll = if self.phase == Phase::Streaming && !self.caps.autoreport_temp && !self.poll_in_flight {
-            self.next_poll
-        } else {
-            None
-        };
-        [ack, recovery, poll, report, self.monitor.deadline()].into_iter().flatten().min()
+        let poll =
+            if self.phase == Phase::Streaming && !self.caps.autoreport_temp && !self.poll_in_flight
+            {
+                self.next_poll
+            } else {
+                None
+            };
+        [ack, recovery, poll, report, self.monitor.deadline()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// The outcome, once the stream has ended.
@@ -434,8 +478,12 @@ impl Streamer {
                 _ => None,
             });
         let heating = match (&reply, waiting_for) {
-            (Reply::Temperatures(t), Some(Heater::Hotend)) => t.hotend.is_some_and(|(a, tg)| (a - tg).abs() > 1.0),
-            (Reply::Temperatures(t), Some(Heater::Bed)) => t.bed.is_some_and(|(a, tg)| (a - tg).abs() > 1.0),
+            (Reply::Temperatures(t), Some(Heater::Hotend)) => {
+                t.hotend.is_some_and(|(a, tg)| (a - tg).abs() > 1.0)
+            }
+            (Reply::Temperatures(t), Some(Heater::Bed)) => {
+                t.bed.is_some_and(|(a, tg)| (a - tg).abs() > 1.0)
+            }
             _ => false,
         };
         if heating || !matches!(reply, Reply::Temperatures(_)) {
@@ -450,9 +498,12 @@ impl Streamer {
             return;
         }
         match reply {
-            Reply::Ok { line, temperatures, .. } => {
+            Reply::Ok {
+                line, temperatures, ..
+            } => {
                 if let Some(t) = temperatures {
-                    self.monitor.report(t.hotend.map(|h| h.0), t.bed.map(|b| b.0), now);
+                    self.monitor
+                        .report(t.hotend.map(|h| h.0), t.bed.map(|b| b.0), now);
                 }
                 self.on_ok(line, temperatures.is_some(), now);
             }
@@ -462,10 +513,18 @@ impl Streamer {
                 let message = message.chars().take(120).collect();
                 self.abort(AbortReason::FirmwareHalted { message }, now);
             }
-            Reply::Temperatures(t) => self.monitor.report(t.hotend.map(|h| h.0), t.bed.map(|b| b.0), now),
+            Reply::Temperatures(t) => {
+                self.monitor
+                    .report(t.hotend.map(|h| h.0), t.bed.map(|b| b.0), now)
+            }
             Reply::Position(p) => self.on_position(p, now),
             Reply::Start => {
-                self.abort(AbortReason::FirmwareRestarted { commands_acked: self.commands_acked }, now);
+                self.abort(
+                    AbortReason::FirmwareRestarted {
+                        commands_acked: self.commands_acked,
+                    },
+                    now,
+                );
             }
             Reply::Text(text) => {
                 if self.phase == Phase::Identify && self.answer.len() < 256 {
@@ -482,7 +541,10 @@ impl Streamer {
             // in `M105`'s own `ok T:…` answer.
             let Some(k) = line else {
                 let oldest = self.line(self.acked).map(|l| l.purpose);
-                if answers_m105 && self.acked < self.send_from && oldest == Some(Purpose::TemperaturePoll) {
+                if answers_m105
+                    && self.acked < self.send_from
+                    && oldest == Some(Purpose::TemperaturePoll)
+                {
                     self.ack_oldest(now);
                 }
                 return;
@@ -492,7 +554,13 @@ impl Streamer {
             }
             if k >= self.next_n {
                 let highest_sent = self.next_n.checked_sub(1);
-                self.abort(AbortReason::AckForUnsentLine { line: k, highest_sent }, now);
+                self.abort(
+                    AbortReason::AckForUnsentLine {
+                        line: k,
+                        highest_sent,
+                    },
+                    now,
+                );
                 return;
             }
             // Marlin accepts lines only in order, so every line up to `k` was accepted. If `k`
@@ -531,12 +599,25 @@ impl Streamer {
                 return;
             }
             if n < r.from || n > self.next_n {
-                self.abort(AbortReason::ConflictingResend { expected: r.from, requested: n }, now);
+                self.abort(
+                    AbortReason::ConflictingResend {
+                        expected: r.from,
+                        requested: n,
+                    },
+                    now,
+                );
                 return;
             }
         } else if n < self.acked || n > self.next_n {
             let (oldest_unacked, next_to_send) = (self.acked, self.send_from);
-            self.abort(AbortReason::ResendOutOfWindow { requested: n, oldest_unacked, next_to_send }, now);
+            self.abort(
+                AbortReason::ResendOutOfWindow {
+                    requested: n,
+                    oldest_unacked,
+                    next_to_send,
+                },
+                now,
+            );
             return;
         }
         // The firmware has every line below `n` and discarded the rest of its buffer.
@@ -546,16 +627,27 @@ impl Streamer {
             *c
         };
         self.resends += 1;
-        self.events.push_back(StreamEvent::ResendRequested { line: n, attempt });
+        self.events
+            .push_back(StreamEvent::ResendRequested { line: n, attempt });
         if attempt > self.cfg.max_resends_per_line {
-            self.abort(AbortReason::ResendLimitExceeded { line: n, attempts: attempt }, now);
+            self.abort(
+                AbortReason::ResendLimitExceeded {
+                    line: n,
+                    attempts: attempt,
+                },
+                now,
+            );
             return;
         }
         let received = n.saturating_sub(self.acked);
         let carried = self.recovery.map_or(0, |r| r.expected_oks);
         self.catch_up_to(n, now);
         self.send_from = n;
-        self.recovery = Some(Recovery { from: n, quiet_until, expected_oks: carried + received + 1 });
+        self.recovery = Some(Recovery {
+            from: n,
+            quiet_until,
+            expected_oks: carried + received + 1,
+        });
         self.stale_oks = 0;
     }
 
@@ -567,15 +659,30 @@ impl Streamer {
     }
 
     fn on_position(&mut self, p: Position, now: Duration) {
-        let Some(index) = self.checkpoints.pop_front() else { return };
-        let Some(cmd) = self.program.commands.get(index) else { return };
+        let Some(index) = self.checkpoints.pop_front() else {
+            return;
+        };
+        let Some(cmd) = self.program.commands.get(index) else {
+            return;
+        };
         if let Some(want) = cmd.after {
             let tol = self.cfg.position_tolerance_mm;
-            for (axis, expected, reported) in [('X', want.x, p.x), ('Y', want.y, p.y), ('Z', want.z, p.z), ('E', want.e, p.e)] {
+            for (axis, expected, reported) in [
+                ('X', want.x, p.x),
+                ('Y', want.y, p.y),
+                ('Z', want.z, p.z),
+                ('E', want.e, p.e),
+            ] {
                 if (expected - reported).abs() > tol {
                     let source_line = cmd.source_line;
                     self.abort(
-                        AbortReason::CheckpointMismatch { after_command: index, source_line, axis, expected, reported },
+                        AbortReason::CheckpointMismatch {
+                            after_command: index,
+                            source_line,
+                            axis,
+                            expected,
+                            reported,
+                        },
                         now,
                     );
                     return;
@@ -587,7 +694,13 @@ impl Streamer {
         if index + 1 == self.program.commands.len() && self.checkpoints.is_empty() {
             self.final_checkpoint_passed = true;
         }
-        self.events.push_back(StreamEvent::CheckpointPassed { after_command: index, x: p.x, y: p.y, z: p.z, e: p.e });
+        self.events.push_back(StreamEvent::CheckpointPassed {
+            after_command: index,
+            x: p.x,
+            y: p.y,
+            z: p.z,
+            e: p.e,
+        });
     }
 
     fn ack_oldest(&mut self, now: Duration) {
@@ -638,7 +751,11 @@ impl Streamer {
             Phase::Handshake { attempt, .. } => attempt + 1,
             _ => 1,
         };
-        self.phase = Phase::Handshake { attempt, deadline: now + self.cfg.handshake_timeout, spoiled: false };
+        self.phase = Phase::Handshake {
+            attempt,
+            deadline: now + self.cfg.handshake_timeout,
+            spoiled: false,
+        };
         let body = "N0 M110 N0";
         let frame = format!("{body}*{}\n", checksum(body.as_bytes()));
         self.tx.push_back(Transmit::Line(frame.into_bytes()));
@@ -652,12 +769,17 @@ impl Streamer {
         self.events.push_back(StreamEvent::Connected { attempts });
         self.phase = Phase::Identify;
         self.last_activity = now;
-        self.pending.push_back(Purpose::Identify(IdentityQuery::M115));
-        self.pending.push_back(Purpose::Identify(IdentityQuery::M503));
+        self.pending
+            .push_back(Purpose::Identify(IdentityQuery::M115));
+        self.pending
+            .push_back(Purpose::Identify(IdentityQuery::M503));
     }
 
     fn identified(&mut self, m503: &[String], now: Duration) {
-        let identity = FirmwareIdentity { m115_sha256: answer_digest(&self.m115), m503_sha256: answer_digest(m503) };
+        let identity = FirmwareIdentity {
+            m115_sha256: answer_digest(&self.m115),
+            m503_sha256: answer_digest(m503),
+        };
         let baseline_checked = match &self.cfg.firmware {
             FirmwareCheck::RecordOnly => false,
             FirmwareCheck::Baseline(base) => {
@@ -687,14 +809,20 @@ impl Streamer {
             m503_sha256: hex::encode(identity.m503_sha256),
             baseline_checked,
         });
-        self.window_lines = if self.caps.advanced_ok { self.cfg.max_lines_in_flight.max(1) } else { 1 };
+        self.window_lines = if self.caps.advanced_ok {
+            self.cfg.max_lines_in_flight.max(1)
+        } else {
+            1
+        };
         if self.caps.autoreport_temp {
             self.pending.push_back(Purpose::AutoReport);
         } else {
             self.next_poll = Some(now);
         }
         self.phase = Phase::Streaming;
-        self.events.push_back(StreamEvent::StreamingStarted { lines_in_flight: self.window_lines });
+        self.events.push_back(StreamEvent::StreamingStarted {
+            lines_in_flight: self.window_lines,
+        });
     }
 
     fn peek_purpose(&self) -> Option<Purpose> {
@@ -715,9 +843,11 @@ impl Streamer {
         let every = self.cfg.checkpoint_every;
         if i + 1 == len {
             self.final_queued = true;
-            self.pending.extend([Purpose::Drain, Purpose::Checkpoint(i)]);
+            self.pending
+                .extend([Purpose::Drain, Purpose::Checkpoint(i)]);
         } else if every > 0 && (i + 1).is_multiple_of(every) {
-            self.pending.extend([Purpose::Drain, Purpose::Checkpoint(i)]);
+            self.pending
+                .extend([Purpose::Drain, Purpose::Checkpoint(i)]);
         }
     }
 
@@ -735,15 +865,23 @@ impl Streamer {
     }
 
     fn line(&self, n: u32) -> Option<&SentLine> {
-        n.checked_sub(self.history_base).and_then(|i| self.history.get(i as usize))
+        n.checked_sub(self.history_base)
+            .and_then(|i| self.history.get(i as usize))
     }
 
     /// Sends what the window allows.
     fn fill_window(&mut self, now: Duration) {
-        if self.recovery.is_some() || self.outcome.is_some() || matches!(self.phase, Phase::Handshake { .. }) {
+        if self.recovery.is_some()
+            || self.outcome.is_some()
+            || matches!(self.phase, Phase::Handshake { .. })
+        {
             return;
         }
-        let window = if self.phase == Phase::Streaming { self.window_lines } else { 1 };
+        let window = if self.phase == Phase::Streaming {
+            self.window_lines
+        } else {
+            1
+        };
         let was_idle = self.acked == self.send_from;
         let mut batch = Vec::new();
         loop {
@@ -751,15 +889,23 @@ impl Streamer {
             if in_flight >= window {
                 break;
             }
-            let in_flight_bytes: usize = (self.acked..self.send_from).filter_map(|n| self.line(n)).map(|l| l.bytes.len()).sum();
+            let in_flight_bytes: usize = (self.acked..self.send_from)
+                .filter_map(|n| self.line(n))
+                .map(|l| l.bytes.len())
+                .sum();
             if self.send_from < self.next_n {
                 let n = self.send_from;
-                let Some(len) = self.line(n).map(|l| l.bytes.len()) else { break };
+                let Some(len) = self.line(n).map(|l| l.bytes.len()) else {
+                    break;
+                };
                 if in_flight > 0 && in_flight_bytes + len > self.cfg.max_bytes_in_flight {
                     break;
                 }
                 let base = self.history_base;
-                if let Some(l) = n.checked_sub(base).and_then(|i| self.history.get_mut(i as usize)) {
+                if let Some(l) = n
+                    .checked_sub(base)
+                    .and_then(|i| self.history.get_mut(i as usize))
+                {
                     l.retransmitted = true;
                     batch.extend_from_slice(&l.bytes);
                 }
@@ -767,8 +913,12 @@ impl Streamer {
                 self.lines_transmitted += 1;
                 continue;
             }
-            let Some(purpose) = self.peek_purpose() else { break };
-            let Some(cmd) = self.command_for(purpose) else { break };
+            let Some(purpose) = self.peek_purpose() else {
+                break;
+            };
+            let Some(cmd) = self.command_for(purpose) else {
+                break;
+            };
             let bytes = frame(self.next_n, &cmd);
             if in_flight > 0 && in_flight_bytes + bytes.len() > self.cfg.max_bytes_in_flight {
                 break;
@@ -781,7 +931,12 @@ impl Streamer {
                 self.checkpoints.push_back(i);
             }
             batch.extend_from_slice(&bytes);
-            self.history.push_back(SentLine { purpose, bytes, first_sent: Some(now), retransmitted: false });
+            self.history.push_back(SentLine {
+                purpose,
+                bytes,
+                first_sent: Some(now),
+                retransmitted: false,
+            });
             self.next_n += 1;
             self.send_from += 1;
             self.lines_transmitted += 1;
@@ -804,7 +959,11 @@ impl Streamer {
                 self.abort(reason, now);
                 return;
             }
-            if self.final_queued && self.final_checkpoint_passed && self.acked == self.next_n && self.recovery.is_none() {
+            if self.final_queued
+                && self.final_checkpoint_passed
+                && self.acked == self.next_n
+                && self.recovery.is_none()
+            {
                 let summary = CompletionSummary {
                     commands: self.program.commands.len(),
                     lines_transmitted: self.lines_transmitted,
@@ -812,7 +971,8 @@ impl Streamer {
                     checkpoints: self.checkpoints_passed,
                 };
                 self.phase = Phase::Done;
-                self.events.push_back(StreamEvent::Completed(summary.clone()));
+                self.events
+                    .push_back(StreamEvent::Completed(summary.clone()));
                 self.outcome = Some(Ok(summary));
                 return;
             }

@@ -26,12 +26,32 @@ fn frames_a_command_with_marlins_checksum() {
 
 #[test]
 fn refuses_non_canonical_commands() {
-    for bad in ["", "g1 X1", "G1 X1 ; comment", "G1 X1*12", "N5 G1 X1", "G1  X1", " G1", "G1 (x) X1", "G1 Xé", "X1 G1"] {
+    for bad in [
+        "",
+        "g1 X1",
+        "G1 X1 ; comment",
+        "G1 X1*12",
+        "N5 G1 X1",
+        "G1  X1",
+        " G1",
+        "G1 (x) X1",
+        "G1 Xé",
+        "X1 G1",
+    ] {
         assert!(CanonicalCommand::new(bad).is_err(), "{bad:?} accepted");
     }
     let long = format!("G1 X{}", "1".repeat(MAX_COMMAND_LEN));
-    assert!(matches!(CanonicalCommand::new(&long), Err(StreamError::NotCanonical { reason: "longer than 80 bytes", .. })));
-    assert_eq!(CanonicalCommand::new("M104 S190").unwrap().param('S'), Some(190.0));
+    assert!(matches!(
+        CanonicalCommand::new(&long),
+        Err(StreamError::NotCanonical {
+            reason: "longer than 80 bytes",
+            ..
+        })
+    ));
+    assert_eq!(
+        CanonicalCommand::new("M104 S190").unwrap().param('S'),
+        Some(190.0)
+    );
 }
 
 proptest! {
@@ -48,10 +68,13 @@ proptest! {
 
 fn zero_prefixes(line: &[u8]) -> usize {
     let mut acc = 0u8;
-    line[..line.len() - 1].iter().filter(|&&b| {
-        acc ^= b;
-        acc == 0
-    }).count()
+    line[..line.len() - 1]
+        .iter()
+        .filter(|&&b| {
+            acc ^= b;
+            acc == 0
+        })
+        .count()
 }
 
 #[test]
@@ -77,7 +100,10 @@ fn a_truncated_frame_merged_with_the_next_almost_never_passes_its_checksum() {
         chosen += usize::from(zero_prefixes(&frame(n, &cmd)) > 0);
     }
     assert!(plain > 2000, "the hazard is real: {plain} of {total}");
-    assert!(chosen * 2 < plain, "layouts did not help: {chosen} vs {plain} of {total}");
+    assert!(
+        chosen * 2 < plain,
+        "layouts did not help: {chosen} vs {plain} of {total}"
+    );
 }
 
 // ---------------------------------------------------------------- replies
@@ -86,28 +112,55 @@ fn a_truncated_frame_merged_with_the_next_almost_never_passes_its_checksum() {
 fn parses_marlin_replies() {
     assert_eq!(
         parse_reply("ok N12 P15 B3"),
-        Reply::Ok { line: Some(12), planner_free: Some(15), buffer_free: Some(3), temperatures: None }
+        Reply::Ok {
+            line: Some(12),
+            planner_free: Some(15),
+            buffer_free: Some(3),
+            temperatures: None
+        }
     );
     assert_eq!(parse_reply("Resend: 5"), Reply::Resend(5));
     assert_eq!(parse_reply("rs N6"), Reply::Resend(6));
-    assert_eq!(parse_reply("Error:checksum mismatch, Last Line: 4"), Reply::LineError { last_line: Some(4) });
-    assert_eq!(parse_reply("Error:Printer halted. kill() called!"), Reply::Fatal("Printer halted. kill() called!".into()));
+    assert_eq!(
+        parse_reply("Error:checksum mismatch, Last Line: 4"),
+        Reply::LineError { last_line: Some(4) }
+    );
+    assert_eq!(
+        parse_reply("Error:Printer halted. kill() called!"),
+        Reply::Fatal("Printer halted. kill() called!".into())
+    );
     assert_eq!(parse_reply("echo:busy: processing"), Reply::Busy);
     assert_eq!(parse_reply("wait"), Reply::Wait);
     assert_eq!(parse_reply("start"), Reply::Start);
     assert_eq!(
         parse_reply(" T:190.12 /190.00 B:40.00 /40.00 @:0 B@:0"),
-        Reply::Temperatures(Temperatures { hotend: Some((190.12, 190.0)), bed: Some((40.0, 40.0)) })
+        Reply::Temperatures(Temperatures {
+            hotend: Some((190.12, 190.0)),
+            bed: Some((40.0, 40.0))
+        })
     );
-    let Reply::Ok { temperatures: Some(t), line: None, .. } = parse_reply("ok T:20.0 /0.0 B:21.0 /0.0 @:0 B@:0") else {
+    let Reply::Ok {
+        temperatures: Some(t),
+        line: None,
+        ..
+    } = parse_reply("ok T:20.0 /0.0 B:21.0 /0.0 @:0 B@:0")
+    else {
         panic!("M105 answer not parsed")
     };
     assert_eq!(t.bed, Some((21.0, 0.0)));
     assert_eq!(
         parse_reply("X:1.00 Y:2.00 Z:0.30 E:4.50 Count X:80 Y:160 Z:120"),
-        Reply::Position(Position { x: 1.0, y: 2.0, z: 0.3, e: 4.5 })
+        Reply::Position(Position {
+            x: 1.0,
+            y: 2.0,
+            z: 0.3,
+            e: 4.5
+        })
     );
-    assert_eq!(parse_reply("X:NaN Y:2 Z:3 E:4"), Reply::Text("X:NaN Y:2 Z:3 E:4".into()));
+    assert_eq!(
+        parse_reply("X:NaN Y:2 Z:3 E:4"),
+        Reply::Text("X:NaN Y:2 Z:3 E:4".into())
+    );
 }
 
 #[test]
@@ -154,10 +207,20 @@ fn a_deviation_longer_than_the_grace_time_aborts_with_evidence() {
     m.report(Some(190.0), None, ms(1000));
     m.report(Some(180.5), None, ms(2000));
     m.report(Some(180.0), None, ms(4000));
-    let Some(AbortReason::TemperatureDeviation { heater, measured_c, min_c, lasted_ms, .. }) = m.check(ms(5001)) else {
+    let Some(AbortReason::TemperatureDeviation {
+        heater,
+        measured_c,
+        min_c,
+        lasted_ms,
+        ..
+    }) = m.check(ms(5001))
+    else {
         panic!("no abort")
     };
-    assert_eq!((heater, measured_c, min_c, lasted_ms), (Heater::Hotend, 180.0, 185.0, 3001));
+    assert_eq!(
+        (heater, measured_c, min_c, lasted_ms),
+        (Heater::Hotend, 180.0, 185.0, 3001)
+    );
 }
 
 #[test]
@@ -165,7 +228,10 @@ fn heat_up_must_finish_in_time_and_cooling_at_the_end_is_not_a_deviation() {
     let mut m = TemperatureMonitor::new(limits());
     m.set_point(Heater::Hotend, 190.0, ms(0));
     m.report(Some(100.0), None, ms(1000));
-    assert!(matches!(m.check(ms(60_001)), Some(AbortReason::HeatupTimeout { .. })));
+    assert!(matches!(
+        m.check(ms(60_001)),
+        Some(AbortReason::HeatupTimeout { .. })
+    ));
 
     let mut m = TemperatureMonitor::new(limits());
     m.set_point(Heater::Hotend, 190.0, ms(0));
@@ -180,7 +246,10 @@ fn silence_while_a_heater_is_watched_aborts() {
     let mut m = TemperatureMonitor::new(limits());
     m.set_point(Heater::Hotend, 190.0, ms(0));
     m.report(Some(190.0), None, ms(1000));
-    assert!(matches!(m.check(ms(6001)), Some(AbortReason::TemperatureReportsStopped { silent_ms: 5001 })));
+    assert!(matches!(
+        m.check(ms(6001)),
+        Some(AbortReason::TemperatureReportsStopped { silent_ms: 5001 })
+    ));
 }
 
 // ---------------------------------------------------------------- streamer, scripted
@@ -216,9 +285,20 @@ fn identified(n: usize, advanced_ok: bool) -> Streamer {
     let mut s = Streamer::new(program(n), StreamConfig::default(), ms(0));
     assert_eq!(sent(&mut s), vec!["N0 M110 N0*125"]);
     s.handle_input(b"ok\n", ms(1));
-    assert_eq!(sent(&mut s).len(), 1, "one line in flight while identifying");
-    let cap = if advanced_ok { "Cap:ADVANCED_OK:1" } else { "Cap:ADVANCED_OK:0" };
-    s.handle_input(format!("FIRMWARE_NAME:Marlin\nCap:AUTOREPORT_TEMP:1\n{cap}\nok\n").as_bytes(), ms(2));
+    assert_eq!(
+        sent(&mut s).len(),
+        1,
+        "one line in flight while identifying"
+    );
+    let cap = if advanced_ok {
+        "Cap:ADVANCED_OK:1"
+    } else {
+        "Cap:ADVANCED_OK:0"
+    };
+    s.handle_input(
+        format!("FIRMWARE_NAME:Marlin\nCap:AUTOREPORT_TEMP:1\n{cap}\nok\n").as_bytes(),
+        ms(2),
+    );
     assert_eq!(sent(&mut s).len(), 1);
     let ok = if advanced_ok { "ok N2 P15 B3" } else { "ok" };
     s.handle_input(format!("echo:  M92 X80.00\n{ok}\n").as_bytes(), ms(3));
@@ -231,7 +311,10 @@ fn refuses_an_ok_for_a_line_never_sent() {
     let lines = sent(&mut s);
     assert!(lines.len() > 1, "window did not open: {lines:?}");
     s.handle_input(b"ok N99 P15 B3\n", ms(4));
-    assert!(matches!(s.outcome(), Some(Err(AbortReason::AckForUnsentLine { line: 99, .. }))));
+    assert!(matches!(
+        s.outcome(),
+        Some(Err(AbortReason::AckForUnsentLine { line: 99, .. }))
+    ));
 }
 
 #[test]
@@ -240,21 +323,38 @@ fn refuses_a_resend_request_for_an_acknowledged_line() {
     let _ = sent(&mut s);
     s.handle_input(b"ok N4 P15 B3\nok N5 P15 B3\n", ms(4));
     s.handle_input(b"Resend: 2\n", ms(5));
-    assert!(matches!(s.outcome(), Some(Err(AbortReason::ResendOutOfWindow { requested: 2, .. }))));
+    assert!(matches!(
+        s.outcome(),
+        Some(Err(AbortReason::ResendOutOfWindow { requested: 2, .. }))
+    ));
 }
 
 #[test]
 fn goes_back_to_exactly_the_requested_line_after_quiet() {
     let mut s = identified(10, true);
     let first = sent(&mut s);
-    let n5 = first.iter().find(|l| l.starts_with("N5 ")).cloned().unwrap();
-    s.handle_input(b"ok N4 P15 B3\nError:checksum mismatch, Last Line: 4\nResend: 5\nok\n", ms(4));
+    let n5 = first
+        .iter()
+        .find(|l| l.starts_with("N5 "))
+        .cloned()
+        .unwrap();
+    s.handle_input(
+        b"ok N4 P15 B3\nError:checksum mismatch, Last Line: 4\nResend: 5\nok\n",
+        ms(4),
+    );
     assert!(sent(&mut s).is_empty(), "sent during the quiet period");
     // A stale duplicate request for the same line is absorbed.
-    s.handle_input(b"Error:Line Number is not Last Line Number+1, Last Line: 4\nResend: 5\nok\n", ms(10));
+    s.handle_input(
+        b"Error:Line Number is not Last Line Number+1, Last Line: 4\nResend: 5\nok\n",
+        ms(10),
+    );
     s.handle_timeout(ms(200));
     let again = sent(&mut s);
-    assert_eq!(again.first(), Some(&n5), "did not resend line 5 first: {again:?}");
+    assert_eq!(
+        again.first(),
+        Some(&n5),
+        "did not resend line 5 first: {again:?}"
+    );
     assert_eq!(s.progress().resends, 1);
 }
 
@@ -269,7 +369,10 @@ fn caps_resends_of_one_line() {
         let _ = sent(&mut s);
         t += 200;
     }
-    assert!(matches!(s.outcome(), Some(Err(AbortReason::ResendLimitExceeded { line: 5, .. }))));
+    assert!(matches!(
+        s.outcome(),
+        Some(Err(AbortReason::ResendLimitExceeded { line: 5, .. }))
+    ));
 }
 
 #[test]
@@ -283,7 +386,10 @@ fn a_silent_firmware_is_probed_then_given_up() {
         assert!(!sent(&mut s).is_empty(), "no probe");
     }
     s.handle_timeout(ms(t + 10_000));
-    assert!(matches!(s.outcome(), Some(Err(AbortReason::Unresponsive { probes: 3, .. }))));
+    assert!(matches!(
+        s.outcome(),
+        Some(Err(AbortReason::Unresponsive { probes: 3, .. }))
+    ));
 }
 
 #[test]
@@ -300,9 +406,15 @@ fn the_stop_path_uses_the_emergency_parser_when_there_is_one() {
     s.handle_input(b"Cap:EMERGENCY_PARSER:1\nok\n", ms(2));
     let _ = sent(&mut s);
     s.handle_input(b"ok\n", ms(3));
-    assert!(sent(&mut s).iter().any(|l| l.starts_with("N3 G1")), "the program did not start");
+    assert!(
+        sent(&mut s).iter().any(|l| l.starts_with("N3 G1")),
+        "the program did not start"
+    );
     s.stop(ms(5));
-    assert_eq!(s.poll_transmit(), Some(Transmit::Emergency(b"M112\n".to_vec())));
+    assert_eq!(
+        s.poll_transmit(),
+        Some(Transmit::Emergency(b"M112\n".to_vec()))
+    );
 }
 
 #[test]
@@ -310,14 +422,20 @@ fn a_reboot_mid_job_aborts() {
     let mut s = identified(10, true);
     let _ = sent(&mut s);
     s.handle_input(b"start\n", ms(5));
-    assert!(matches!(s.outcome(), Some(Err(AbortReason::FirmwareRestarted { .. }))));
+    assert!(matches!(
+        s.outcome(),
+        Some(Err(AbortReason::FirmwareRestarted { .. }))
+    ));
 }
 
 #[test]
 fn an_endless_reply_line_aborts() {
     let mut s = identified(10, true);
     s.handle_input(&vec![b'x'; MAX_REPLY_LEN + 10], ms(5));
-    assert!(matches!(s.outcome(), Some(Err(AbortReason::ReplyTooLong { .. }))));
+    assert!(matches!(
+        s.outcome(),
+        Some(Err(AbortReason::ReplyTooLong { .. }))
+    ));
 }
 
 #[test]
@@ -337,7 +455,9 @@ fn a_checkpoint_without_a_position_report_aborts_instead_of_waiting_forever() {
     }
     // Temperature polls keep the link busy; the missing report must still end the job.
     for _ in 0..20 {
-        let Some(deadline) = s.poll_timeout() else { break };
+        let Some(deadline) = s.poll_timeout() else {
+            break;
+        };
         s.handle_timeout(deadline);
         if !sent(&mut s).is_empty() {
             s.handle_input(b"ok T:20.0 /0.0 B:20.0 /0.0\n", deadline);
@@ -346,5 +466,12 @@ fn a_checkpoint_without_a_position_report_aborts_instead_of_waiting_forever() {
             break;
         }
     }
-    assert!(matches!(s.outcome(), Some(Err(AbortReason::CheckpointUnanswered { after_command: 0 }))), "{:?}", s.outcome());
+    assert!(
+        matches!(
+            s.outcome(),
+            Some(Err(AbortReason::CheckpointUnanswered { after_command: 0 }))
+        ),
+        "{:?}",
+        s.outcome()
+    );
 }

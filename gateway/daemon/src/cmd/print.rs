@@ -16,7 +16,8 @@ use dosegate_core::job::{GatewayContext, JobLimits, MemoryHistory};
 use dosegate_core::policy::{Policy, VerifiedProgram, verify_program};
 use dosegate_core::prescription::Prescription;
 use dosegate_core::stream::{
-    FirmwareCheck, FirmwareIdentity, MonitorLimits, StreamConfig, StreamEvent, StreamProgram, Streamer,
+    FirmwareCheck, FirmwareIdentity, MonitorLimits, StreamConfig, StreamEvent, StreamProgram,
+    Streamer,
 };
 use dosegate_core::trust::TrustedRoot;
 use serde::Deserialize;
@@ -117,23 +118,30 @@ fn read(path: &Path) -> Result<Vec<u8>> {
 }
 
 fn digest(hex_text: &str, what: &str) -> Result<[u8; 32]> {
-    let bytes = hex::decode(hex_text.trim()).with_context(|| format!("E_READ: {what} is not hex"))?;
-    <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| anyhow::anyhow!("E_READ: {what} is not 32 bytes"))
+    let bytes =
+        hex::decode(hex_text.trim()).with_context(|| format!("E_READ: {what} is not hex"))?;
+    <[u8; 32]>::try_from(bytes.as_slice())
+        .map_err(|_| anyhow::anyhow!("E_READ: {what} is not 32 bytes"))
 }
 
 fn firmware_check(args: &Args) -> Result<FirmwareCheck> {
     match (&args.firmware_baseline, args.record_firmware) {
         (Some(path), _) => {
             let text = String::from_utf8(read(path)?).context("E_READ: baseline is not UTF-8")?;
-            let b: Baseline = toml::from_str(&text).with_context(|| format!("E_READ: {}", path.display()))?;
+            let b: Baseline =
+                toml::from_str(&text).with_context(|| format!("E_READ: {}", path.display()))?;
             Ok(FirmwareCheck::Baseline(FirmwareIdentity {
                 m115_sha256: digest(&b.m115_sha256, "m115_sha256")?,
                 m503_sha256: digest(&b.m503_sha256, "m503_sha256")?,
             }))
         }
         (None, true) if args.job.is_none() => Ok(FirmwareCheck::RecordOnly),
-        (None, true) => bail!("E_USAGE: --record-firmware is for commissioning and engineering mode; a job needs --firmware-baseline"),
-        (None, false) => bail!("E_USAGE: give --firmware-baseline FILE (or --record-firmware in engineering mode)"),
+        (None, true) => bail!(
+            "E_USAGE: --record-firmware is for commissioning and engineering mode; a job needs --firmware-baseline"
+        ),
+        (None, false) => bail!(
+            "E_USAGE: give --firmware-baseline FILE (or --record-firmware in engineering mode)"
+        ),
     }
 }
 
@@ -145,8 +153,10 @@ enum Verified {
 
 fn verify(args: &Args) -> Result<Verified> {
     let policy_bytes = read(&args.policy)?;
-    let policy_text = String::from_utf8(policy_bytes.clone()).context("E_READ: policy is not UTF-8")?;
-    let policy = Policy::from_toml(&policy_text).map_err(|e| anyhow::anyhow!("E_READ: policy invalid: {e}"))?;
+    let policy_text =
+        String::from_utf8(policy_bytes.clone()).context("E_READ: policy is not UTF-8")?;
+    let policy = Policy::from_toml(&policy_text)
+        .map_err(|e| anyhow::anyhow!("E_READ: policy invalid: {e}"))?;
     if let Some(job_path) = &args.job {
         let (Some(trust), Some(gateway_id)) = (&args.trust, &args.gateway_id) else {
             bail!("E_USAGE: --job needs --trust and --gateway-id");
@@ -155,35 +165,61 @@ fn verify(args: &Args) -> Result<Verified> {
             Some(t) => t,
             None => SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs(),
         };
-        let root = TrustedRoot::pin(&read(trust)?, now).context("E_READ: trust root does not verify")?;
+        let root =
+            TrustedRoot::pin(&read(trust)?, now).context("E_READ: trust root does not verify")?;
         let history = match &args.history {
             Some(p) => history(p)?,
             None => MemoryHistory::default(),
         };
-        let ctx = GatewayContext { gateway_id, now, limits: JobLimits::default() };
-        let outcome = crate::verify::verify_job(&read(job_path)?, &root, &ctx, &history, &policy_bytes)?;
-        let Some(verified) = outcome.verified.filter(|_| outcome.reasons.is_empty()) else {
-            return Ok(Verified::Refused(json!({ "stage": "job", "reasons": outcome.reasons, "analysis": outcome.analysis })));
+        let ctx = GatewayContext {
+            gateway_id,
+            now,
+            limits: JobLimits::default(),
         };
-        Ok(Verified::Program(Box::new((verified.program().clone(), policy))))
+        let outcome =
+            crate::verify::verify_job(&read(job_path)?, &root, &ctx, &history, &policy_bytes)?;
+        let Some(verified) = outcome.verified.filter(|_| outcome.reasons.is_empty()) else {
+            return Ok(Verified::Refused(
+                json!({ "stage": "job", "reasons": outcome.reasons, "analysis": outcome.analysis }),
+            ));
+        };
+        Ok(Verified::Program(Box::new((
+            verified.program().clone(),
+            policy,
+        ))))
     } else if let (Some(gcode), Some(rx)) = (&args.gcode, &args.prescription) {
         let rx_text = String::from_utf8(read(rx)?).context("E_READ: prescription is not UTF-8")?;
-        let rx = Prescription::from_toml(&rx_text).map_err(|e| anyhow::anyhow!("E_READ: prescription invalid: {e}"))?;
+        let rx = Prescription::from_toml(&rx_text)
+            .map_err(|e| anyhow::anyhow!("E_READ: prescription invalid: {e}"))?;
         match verify_program(&policy, &rx, &read(gcode)?) {
             Ok(p) => Ok(Verified::Program(Box::new((p, policy)))),
-            Err(rejected) => Ok(Verified::Refused(json!({ "stage": "design_space", "report": rejected.report }))),
+            Err(rejected) => Ok(Verified::Refused(
+                json!({ "stage": "design_space", "report": rejected.report }),
+            )),
         }
     } else {
-        bail!("E_USAGE: give --job (with --trust, --gateway-id) or, in engineering mode, --gcode with --prescription");
+        bail!(
+            "E_USAGE: give --job (with --trust, --gateway-id) or, in engineering mode, --gcode with --prescription"
+        );
     }
 }
 
 fn history(path: &Path) -> Result<MemoryHistory> {
     let text = String::from_utf8(read(path)?).context("E_READ: history is not UTF-8")?;
     let mut h = MemoryHistory::default();
-    for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
-        let (seq, id) = line.split_once(' ').with_context(|| format!("E_READ: history line {line:?}"))?;
-        h.record(id.trim(), seq.parse().with_context(|| format!("E_READ: history line {line:?}"))?);
+    for line in text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
+        let (seq, id) = line
+            .split_once(' ')
+            .with_context(|| format!("E_READ: history line {line:?}"))?;
+        h.record(
+            id.trim(),
+            seq.parse()
+                .with_context(|| format!("E_READ: history line {line:?}"))?,
+        );
     }
     Ok(h)
 }
@@ -191,37 +227,60 @@ fn history(path: &Path) -> Result<MemoryHistory> {
 /// Runs the command.
 pub fn run(args: &Args) -> Result<ExitCode> {
     let engineering = args.job.is_none();
-    let mode = if engineering { "engineering-unsigned" } else { "job" };
+    let mode = if engineering {
+        "engineering-unsigned"
+    } else {
+        "job"
+    };
     if engineering && !args.json {
-        eprintln!("ENGINEERING MODE: unsigned local G-code — not for patients, nothing is released");
+        eprintln!(
+            "ENGINEERING MODE: unsigned local G-code — not for patients, nothing is released"
+        );
     }
     let firmware = firmware_check(args)?;
     let (program, policy) = match verify(args)? {
         Verified::Program(both) => *both,
         Verified::Refused(why) => {
             if args.json {
-                println!("{}", serde_json::to_string_pretty(&json!({ "mode": mode, "outcome": "refused", "refused": why }))?);
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(
+                        &json!({ "mode": mode, "outcome": "refused", "refused": why })
+                    )?
+                );
             } else {
-                println!("REFUSED before printing:\n{}", serde_json::to_string_pretty(&why)?);
+                println!(
+                    "REFUSED before printing:\n{}",
+                    serde_json::to_string_pretty(&why)?
+                );
             }
             return Ok(ExitCode::from(1));
         }
     };
-    let stream_program = StreamProgram::from_verified(&program).context("E_READ: program is not streamable")?;
+    let stream_program =
+        StreamProgram::from_verified(&program).context("E_READ: program is not streamable")?;
     let cfg = StreamConfig {
         max_lines_in_flight: usize::from(args.max_in_flight),
         firmware,
         monitor: MonitorLimits::from_policy(&policy),
         ..StreamConfig::default()
     };
-    let settings = SerialSettings { baud: args.baud, reset_on_connect: !args.no_reset, ..SerialSettings::new(&args.port) };
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let settings = SerialSettings {
+        baud: args.baud,
+        reset_on_connect: !args.no_reset,
+        ..SerialSettings::new(&args.port)
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let total = stream_program.commands().len() as u64;
     let bar = (!args.json).then(|| {
         let b = indicatif::ProgressBar::new(total);
         b.set_style(
-            indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} commands  {per_sec}  {msg}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            indicatif::ProgressStyle::with_template(
+                "{bar:40} {pos}/{len} commands  {per_sec}  {msg}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
         b
     });
@@ -243,7 +302,10 @@ pub fn run(args: &Args) -> Result<ExitCode> {
                     if let StreamEvent::ResendRequested { .. } = e {
                         b.set_message(format!("{} resends", p.resends));
                     }
-                    if !matches!(e, StreamEvent::ResendRequested { .. } | StreamEvent::CheckpointPassed { .. }) {
+                    if !matches!(
+                        e,
+                        StreamEvent::ResendRequested { .. } | StreamEvent::CheckpointPassed { .. }
+                    ) {
                         b.println(serde_json::to_string(e).unwrap_or_default());
                     }
                 }
@@ -268,7 +330,11 @@ fn report(
     elapsed: std::time::Duration,
     events: &[StreamEvent],
 ) -> Result<ExitCode> {
-    let mode = if engineering { "engineering-unsigned" } else { "job" };
+    let mode = if engineering {
+        "engineering-unsigned"
+    } else {
+        "job"
+    };
     let secs = elapsed.as_secs_f64();
     let (code, value) = match outcome {
         Ok(summary) => (
@@ -301,8 +367,15 @@ fn report(
             Err(r) => println!("ABORTED  [{}] {}", r.code(), serde_json::to_string(r)?),
         }
         for e in events {
-            if let StreamEvent::FirmwareIdentified { m115_sha256, m503_sha256, .. } = e {
-                println!("firmware: m115_sha256 = \"{m115_sha256}\"\n          m503_sha256 = \"{m503_sha256}\"");
+            if let StreamEvent::FirmwareIdentified {
+                m115_sha256,
+                m503_sha256,
+                ..
+            } = e
+            {
+                println!(
+                    "firmware: m115_sha256 = \"{m115_sha256}\"\n          m503_sha256 = \"{m503_sha256}\""
+                );
             }
         }
     }

@@ -103,7 +103,10 @@ fn config(a: &Args) -> SimConfig {
         rx_buffer: a.rx_buffer,
         move_time: Duration::from_secs_f64(a.move_time_ms.max(0.0) / 1000.0),
         heat_rate_c_per_s: a.heat_rate,
-        m115_override: a.lie_m115.as_ref().map(|n| vec![format!("FIRMWARE_NAME:{n} PROTOCOL_VERSION:1.0")]),
+        m115_override: a
+            .lie_m115
+            .as_ref()
+            .map(|n| vec![format!("FIRMWARE_NAME:{n} PROTOCOL_VERSION:1.0")]),
         steps_per_mm_e: a.steps_per_mm_e,
         faults: Faults {
             seed: a.seed,
@@ -123,12 +126,15 @@ fn serve(a: &Args) -> anyhow::Result<()> {
     let sim = PtyPrinter::spawn(config(a), latency).context("cannot open a pty")?;
     if let Some(link) = &a.link {
         let _ = std::fs::remove_file(link);
-        std::os::unix::fs::symlink(sim.path(), link).with_context(|| format!("symlink {}", link.display()))?;
+        std::os::unix::fs::symlink(sim.path(), link)
+            .with_context(|| format!("symlink {}", link.display()))?;
     }
     println!("{}", sim.path().display());
     std::io::stdout().flush()?;
     let mut log = match &a.exec_log {
-        Some(p) => Some(std::io::BufWriter::new(std::fs::File::create(p).with_context(|| format!("{}", p.display()))?)),
+        Some(p) => Some(std::io::BufWriter::new(
+            std::fs::File::create(p).with_context(|| format!("{}", p.display()))?,
+        )),
         None => None,
     };
     let mut logged = 0usize;

@@ -7,8 +7,8 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use dosegate_core::stream::{
-    AbortReason, CanonicalCommand, CompletionSummary, Position, StreamCommand, StreamConfig, StreamEvent,
-    StreamProgram, Streamer, Transmit,
+    AbortReason, CanonicalCommand, CompletionSummary, Position, StreamCommand, StreamConfig,
+    StreamEvent, StreamProgram, Streamer, Transmit,
 };
 use dosegate_printer_sim::{Executed, Motion, Printer, SimConfig};
 
@@ -27,7 +27,12 @@ pub fn program(commands: &[String]) -> StreamProgram {
             StreamCommand {
                 source_line: u32::try_from(i + 1).unwrap(),
                 command: CanonicalCommand::new(c).unwrap(),
-                after: Some(Position { x: p.x, y: p.y, z: p.z, e: p.e }),
+                after: Some(Position {
+                    x: p.x,
+                    y: p.y,
+                    z: p.z,
+                    e: p.e,
+                }),
             }
         })
         .collect();
@@ -50,7 +55,10 @@ pub fn printlet(moves: usize) -> Vec<String> {
         let x = 100.0 + f64::from(u32::try_from(i % 40).unwrap()) * 0.25;
         let y = 100.0 + f64::from(u32::try_from((i / 40) % 40).unwrap()) * 0.25;
         if i % 97 == 0 {
-            p.push(format!("G1 Z{:.2} F600", 0.2 + f64::from(u32::try_from(i / 97).unwrap()) * 0.2));
+            p.push(format!(
+                "G1 Z{:.2} F600",
+                0.2 + f64::from(u32::try_from(i / 97).unwrap()) * 0.2
+            ));
         }
         p.push(format!("G1 X{x:.3} Y{y:.3} E{e:.5} F1800"));
     }
@@ -79,7 +87,10 @@ impl Run {
     }
 
     pub fn resends(&self) -> usize {
-        self.events.iter().filter(|e| matches!(e, StreamEvent::ResendRequested { .. })).count()
+        self.events
+            .iter()
+            .filter(|e| matches!(e, StreamEvent::ResendRequested { .. }))
+            .count()
     }
 }
 
@@ -159,12 +170,21 @@ pub fn run_with(
                 }
             }
             printer.advance(now);
-            return Run { outcome, events, printer, virtual_time: now };
+            return Run {
+                outcome,
+                events,
+                printer,
+                virtual_time: now,
+            };
         }
-        let next = [streamer.poll_timeout(), printer.next_wakeup(), to_host.front().map(|(t, _)| *t)]
-            .into_iter()
-            .flatten()
-            .min();
+        let next = [
+            streamer.poll_timeout(),
+            printer.next_wakeup(),
+            to_host.front().map(|(t, _)| *t),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         now = match next {
             _ if wrote => now,
             Some(t) if t > now => {
@@ -185,5 +205,8 @@ pub fn run_with(
 
 /// A fast default stream configuration for virtual-time tests.
 pub fn fast_cfg() -> StreamConfig {
-    StreamConfig { ack_timeout: Duration::from_secs(5), ..StreamConfig::default() }
+    StreamConfig {
+        ack_timeout: Duration::from_secs(5),
+        ..StreamConfig::default()
+    }
 }
