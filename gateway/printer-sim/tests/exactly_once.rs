@@ -1,6 +1,13 @@
-//! Property: under any fault schedule, the commands the printer executed are exactly the program
-//! (no loss, no repeat), or the job ended aborted with a recorded reason and what ran is a prefix
-//! of the program — never a silent difference.
+//! Property: under any schedule of link faults the protocol can detect, the commands the printer
+//! executed are exactly the program (no loss, no repeat), or the job ended aborted with a recorded
+//! reason and what ran is a prefix of the program — never a silent difference.
+//!
+//! Detectable faults: corrupted bytes (an odd number of flipped bits always changes the XOR),
+//! rejected lines, omitted oks, busy spells, disconnects, with the window keeping within the
+//! receive buffer. Not in this property: bytes *dropped* inside a line. Marlin's 8-bit XOR
+//! accepts a merged line with probability about 1/256 per drop (docs/printer.md, "Known
+//! limits"); `streaming.rs` has drop and overflow cases and the checkpoints catch merged moves
+//! that change the position.
 
 mod common;
 
@@ -15,7 +22,6 @@ fn fault() -> impl Strategy<Value = Fault> {
     prop_oneof![
         4 => Just(Fault::Corrupt),
         4 => Just(Fault::ForceResend),
-        3 => Just(Fault::DropBytes),
         3 => Just(Fault::OmitOk),
         1 => Just(Fault::Busy),
         1 => Just(Fault::Disconnect),
@@ -23,30 +29,28 @@ fn fault() -> impl Strategy<Value = Fault> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
 
     #[test]
     fn executed_log_equals_program_or_job_aborts_with_reason(
         moves in 20usize..400,
         schedule in proptest::collection::btree_map(1u64..500, fault(), 0..25),
         resend_per_mille in 0u32..80,
+        corrupt_per_mille in 0u32..80,
         advanced_ok in any::<bool>(),
         latency_ms in 0u64..6,
         max_lines in 1usize..12,
-        oversend in any::<bool>(),
         seed in any::<u64>(),
     ) {
         let prog = printlet(moves);
         let sim = SimConfig {
             advanced_ok,
-            faults: Faults { seed, resend_per_mille, schedule, ..Faults::default() },
+            faults: Faults { seed, resend_per_mille, corrupt_per_mille, schedule, ..Faults::default() },
             ..SimConfig::default()
         };
-        // `oversend` ignores the receive buffer's size, so overflow drops bytes too.
-        let max_bytes_in_flight = if oversend { 4000 } else { 127 };
         let cfg = StreamConfig {
-            max_lines_in_flight: if oversend { 32 } else { max_lines },
-            max_bytes_in_flight,
+            max_lines_in_flight: max_lines,
+            max_bytes_in_flight: 127,
             ack_timeout: Duration::from_secs(3),
             ..StreamConfig::default()
         };

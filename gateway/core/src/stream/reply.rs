@@ -91,6 +91,7 @@ pub fn parse_reply(line: &str) -> Reply {
         if lower.contains("last line")
             || lower.contains("checksum")
             || lower.contains("line number")
+            || lower.contains("expected line")
         {
             let last_line = rest
                 .rsplit_once("Last Line:")

@@ -128,7 +128,7 @@ impl Default for StreamConfig {
             handshake_timeout: Duration::from_secs(2),
             handshake_attempts: 5,
             max_resends_per_line: 10,
-            quiesce: Duration::from_millis(50),
+            quiesce: Duration::from_millis(10),
             checkpoint_every: 2000,
             position_tolerance_mm: 0.02,
             temperature_poll: Duration::from_secs(2),
@@ -195,7 +195,6 @@ enum Phase {
 struct Recovery {
     from: u32,
     quiet_until: Duration,
-    expected_oks: u32,
 }
 
 /// The sans-IO streamer; see the module documentation and `STATE.md`.
@@ -223,7 +222,6 @@ pub struct Streamer {
     final_queued: bool,
     // Acknowledgements.
     recovery: Option<Recovery>,
-    stale_oks: u32,
     resend_counts: BTreeMap<u32, u32>,
     resends: u64,
     lines_transmitted: u64,
@@ -272,7 +270,6 @@ impl Streamer {
             commands_acked: 0,
             final_queued: false,
             recovery: None,
-            stale_oks: 0,
             resend_counts: BTreeMap::new(),
             resends: 0,
             lines_transmitted: 0,
@@ -343,32 +340,18 @@ impl Streamer {
         }
         if let Some(r) = self.recovery {
             if now >= r.quiet_until {
+                // Plain oks still owed for lines below `from` are not counted against later
+                // lines: one early ack can open the one-line window a line early, which the
+                // receive buffer absorbs; discarding a genuine ok would stall the stream.
                 self.recovery = None;
-                if !self.caps.advanced_ok {
-                    self.stale_oks = self.stale_oks.saturating_add(r.expected_oks);
-                }
             }
         } else if self.acked < self.send_from
             && now.saturating_sub(self.last_activity) >= self.cfg.ack_timeout
         {
-            if self.probes >= self.cfg.max_probes {
-                let waited_ms = millis(now.saturating_sub(self.last_activity));
-                self.abort(
-                    AbortReason::Unresponsive {
-                        line: self.acked,
-                        waited_ms,
-                        probes: self.probes,
-                    },
-                    now,
-                );
+            self.probe(now);
+            if self.outcome.is_some() {
                 return;
             }
-            self.probes += 1;
-            self.events
-                .push_back(StreamEvent::Timeout { line: self.acked });
-            self.send_from = self.acked;
-            self.stale_oks = 0;
-            self.last_activity = now;
         }
         if self.report_deadline.is_some_and(|d| now >= d) && !self.checkpoints.is_empty() {
             // A checkpoint's M114 was acknowledged long ago, yet no position was reported.
@@ -486,7 +469,8 @@ impl Streamer {
             }
             _ => false,
         };
-        if heating || !matches!(reply, Reply::Temperatures(_)) {
+        // `wait` says the firmware is idle with an empty buffer: no sign of progress.
+        if heating || !matches!(reply, Reply::Temperatures(_) | Reply::Wait) {
             self.last_activity = now;
         }
         if let Phase::Handshake { spoiled, .. } = &mut self.phase {
@@ -508,7 +492,13 @@ impl Streamer {
                 self.on_ok(line, temperatures.is_some(), now);
             }
             Reply::Resend(n) => self.on_resend(n, now),
-            Reply::LineError { .. } | Reply::Busy | Reply::Wait => {}
+            Reply::LineError { .. } | Reply::Busy => {}
+            Reply::Wait => {
+                // Idle while lines are counted in flight: a line or its ok was lost. Probe now.
+                if self.recovery.is_none() && self.acked < self.send_from {
+                    self.probe(now);
+                }
+            }
             Reply::Fatal(message) => {
                 let message = message.chars().take(120).collect();
                 self.abort(AbortReason::FirmwareHalted { message }, now);
@@ -532,6 +522,25 @@ impl Streamer {
                 }
             }
         }
+    }
+
+    /// Sends the oldest unacknowledged line again; line numbers make a duplicate harmless.
+    fn probe(&mut self, now: Duration) {
+        if self.probes >= self.cfg.max_probes {
+            let waited_ms = millis(now.saturating_sub(self.last_activity));
+            let reason = AbortReason::Unresponsive {
+                line: self.acked,
+                waited_ms,
+                probes: self.probes,
+            };
+            self.abort(reason, now);
+            return;
+        }
+        self.probes += 1;
+        self.events
+            .push_back(StreamEvent::Timeout { line: self.acked });
+        self.send_from = self.acked;
+        self.last_activity = now;
     }
 
     fn on_ok(&mut self, line: Option<u32>, answers_m105: bool, now: Duration) {
@@ -574,15 +583,8 @@ impl Streamer {
             }
             return;
         }
-        if let Some(r) = &mut self.recovery {
-            r.expected_oks = r.expected_oks.saturating_sub(1);
-            return;
-        }
-        if self.stale_oks > 0 {
-            self.stale_oks -= 1;
-            return;
-        }
-        if self.acked < self.send_from {
+        // During recovery oks answer resend requests or lines already counted as received.
+        if self.recovery.is_none() && self.acked < self.send_from {
             self.ack_oldest(now);
         }
     }
@@ -593,7 +595,6 @@ impl Streamer {
             if n == r.from {
                 // A stale line that reached the firmware after its flush: the same request again.
                 if let Some(r) = &mut self.recovery {
-                    r.expected_oks = r.expected_oks.saturating_add(1);
                     r.quiet_until = quiet_until;
                 }
                 return;
@@ -639,16 +640,12 @@ impl Streamer {
             );
             return;
         }
-        let received = n.saturating_sub(self.acked);
-        let carried = self.recovery.map_or(0, |r| r.expected_oks);
         self.catch_up_to(n, now);
         self.send_from = n;
         self.recovery = Some(Recovery {
             from: n,
             quiet_until,
-            expected_oks: carried + received + 1,
         });
-        self.stale_oks = 0;
     }
 
     /// Lines below `n` reached the firmware (it asks for `n` next): count them as acknowledged.
@@ -730,10 +727,10 @@ impl Streamer {
                 self.identified(&m503, now);
             }
             Purpose::TemperaturePoll => self.poll_in_flight = false,
-            Purpose::Checkpoint(_) => {
+            Purpose::Checkpoint(i) => {
                 // Marlin reports before it acknowledges; allow for acknowledgements inferred
                 // from a later resend request, which can precede execution.
-                if self.report_deadline.is_none() {
+                if self.report_deadline.is_none() && self.checkpoints.contains(&i) {
                     self.report_deadline = Some(now + self.cfg.ack_timeout);
                 }
             }
