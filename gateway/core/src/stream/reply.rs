@@ -43,6 +43,9 @@ pub enum Reply {
         buffer_free: Option<u32>,
         /// Temperatures carried by an `M105` answer.
         temperatures: Option<Temperatures>,
+        /// A position carried on the `ok` line (`ok X:… Y:… Z:… E:…`, as some firmwares answer
+        /// `M114`).
+        position: Option<Position>,
     },
     /// `Resend: n` (or `rs n`): the firmware discarded its receive buffer and wants line `n` next.
     Resend(u32),
@@ -138,6 +141,7 @@ fn parse_ok(line: &str) -> Reply {
         planner_free: p,
         buffer_free: b,
         temperatures: parse_temperatures(line),
+        position: line.strip_prefix("ok ").and_then(parse_position),
     }
 }
 

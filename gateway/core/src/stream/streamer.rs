@@ -483,11 +483,20 @@ impl Streamer {
         }
         match reply {
             Reply::Ok {
-                line, temperatures, ..
+                line,
+                temperatures,
+                position,
+                ..
             } => {
                 if let Some(t) = temperatures {
                     self.monitor
                         .report(t.hotend.map(|h| h.0), t.bed.map(|b| b.0), now);
+                }
+                if let Some(p) = position {
+                    self.on_position(p, now);
+                    if self.outcome.is_some() {
+                        return;
+                    }
                 }
                 self.on_ok(line, temperatures.is_some(), now);
             }

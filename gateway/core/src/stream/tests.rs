@@ -116,7 +116,8 @@ fn parses_marlin_replies() {
             line: Some(12),
             planner_free: Some(15),
             buffer_free: Some(3),
-            temperatures: None
+            temperatures: None,
+            position: None,
         }
     );
     assert_eq!(parse_reply("Resend: 5"), Reply::Resend(5));
@@ -473,5 +474,24 @@ fn a_checkpoint_without_a_position_report_aborts_instead_of_waiting_forever() {
         ),
         "{:?}",
         s.outcome()
+    );
+}
+
+#[test]
+fn reads_a_position_carried_on_the_ok_line() {
+    let Reply::Ok {
+        position: Some(p), ..
+    } = parse_reply("ok X:1.00 Y:2.00 Z:3.00 E:4.00 Count: A:0 B:0 C:0")
+    else {
+        panic!("no position")
+    };
+    assert_eq!(
+        p,
+        Position {
+            x: 1.0,
+            y: 2.0,
+            z: 3.0,
+            e: 4.0
+        }
     );
 }
