@@ -56,7 +56,8 @@ want = [l.strip() for l in open(gcode) if l.startswith(("G0 ", "G1 "))]
 got = [l.strip() for l in open(log)]
 w, g = Counter(want), Counter(got)
 lost = sum((w - g).values()); repeated = sum((g - w).values())
-r = json.loads(res) if res.strip() else {"outcome": "no result"}
+# The first JSON object on the line (OctoPrint may log right after it without a newline).
+r = json.JSONDecoder().raw_decode(res[res.index("{"):])[0] if "{" in res else {"outcome": "no result"}
 print(json.dumps({"label": label, "latency_ms": float(lat), "moves": len(want), "executed": len(got),
                   "lost": lost, "repeated": repeated, "in_order": got == want,
                   "lines_per_s": r.get("lines_per_s"), "outcome": r.get("outcome") or ("failed" if r.get("failed") or r.get("error") else "completed"),

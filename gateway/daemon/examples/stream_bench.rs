@@ -79,7 +79,10 @@ fn main() -> Result<()> {
             std::future::pending(),
         )
         .await;
-        let secs = (start.elapsed() - streaming_since.unwrap_or_default()).as_secs_f64();
+        let secs = start
+            .elapsed()
+            .saturating_sub(streaming_since.unwrap_or_default())
+            .as_secs_f64();
         anyhow::Ok((outcome, secs))
     })?;
     let json = match outcome {

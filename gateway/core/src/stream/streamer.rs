@@ -514,7 +514,7 @@ impl Streamer {
             }
             Reply::Temperatures(t) => {
                 self.monitor
-                    .report(t.hotend.map(|h| h.0), t.bed.map(|b| b.0), now)
+                    .report(t.hotend.map(|h| h.0), t.bed.map(|b| b.0), now);
             }
             Reply::Position(p) => self.on_position(p, now),
             Reply::Start => {

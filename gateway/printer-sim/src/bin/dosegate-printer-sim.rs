@@ -25,6 +25,10 @@ temperatures, auto-reports with M155, halts on M112 (emergency parser), and inje
 request. It prints the pty path on stdout and links it at --link.",
     after_help = "Examples:\n  dosegate-printer-sim --link build/ttySIM\n  dosegate-printer-sim --link build/ttySIM --latency-ms 16 --no-advanced-ok\n  dosegate-printer-sim --link build/ttySIM --corrupt-per-mille 25 --resend-per-mille 25 --exec-log build/exec.log\n\nExit codes: 0 stopped by a signal or a simulated disconnect; 1 could not set up the pty."
 )]
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "each flag is one independent command-line switch"
+)]
 struct Args {
     /// Symlink to create at this path, pointing at the pty.
     #[arg(long)]
