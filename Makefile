@@ -9,7 +9,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: all demo test deps build lint unit fuzz-smoke deny bench image qemu-test clean
+.PHONY: models all demo test deps build lint unit fuzz-smoke deny bench image qemu-test clean
 
 all: build
 
@@ -42,3 +42,7 @@ bench:
 
 clean:
 	$(CARGO) clean
+
+# Retrain the committed PAT models and their cards from models/specs/ (needs ../shared/data/pat).
+models:
+	scripts/train-models.sh

@@ -4,4 +4,5 @@
 //! what a signed object means.
 
 pub mod hub;
+pub mod model;
 pub mod sign_job;

@@ -14,6 +14,10 @@
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+#![cfg_attr(
+    test,
+    allow(clippy::float_cmp, reason = "tests compare exact values on purpose")
+)]
 #![deny(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -21,12 +25,19 @@
     clippy::indexing_slicing
 )]
 
+pub mod attest;
 pub mod cbor;
+pub mod cpv;
 pub mod envelope;
 pub mod gcode;
+pub mod inference;
+pub mod instrument;
 pub mod job;
+pub mod ledger;
 pub mod policy;
 pub mod prescription;
 pub mod printlet;
 pub mod stream;
+pub mod release;
+pub mod spectrum;
 pub mod trust;

@@ -4,6 +4,13 @@
 //! (`main.rs`) only parses arguments and dispatches here, and integration tests drive the same
 //! code.
 
+pub mod balance;
 pub mod cmd;
+pub mod cpv_store;
+pub mod ledger;
 pub mod serial;
+pub mod spectra;
+pub mod spectrometer;
+pub mod store;
+pub mod tpm;
 pub mod verify;

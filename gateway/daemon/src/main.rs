@@ -21,6 +21,10 @@ struct Cli {
 enum Command {
     /// Verify a signed job as the gateway would (exit 0 accept, 1 reject, 2 error).
     CheckJob(cmd::check_job::Args),
+    /// Verify, recover or exercise the signed, hash-chained release ledger.
+    Ledger(cmd::ledger::Args),
+    /// Predict drug content from spectra with a PAT model: prediction, T², Q, domain.
+    Predict(cmd::predict::Args),
     /// Check a G-code file against a policy and a prescription (exit 0 accept, 1 reject, 2 error).
     CheckGcode(cmd::check_gcode::Args),
     /// Stream a verified job to the printer by hand (exit 0 printed, 1 refused, 2 error, 3 aborted).
@@ -31,6 +35,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::CheckJob(args) => cmd::check_job::run(args),
+        Command::Ledger(args) => cmd::ledger::run(args),
+        Command::Predict(args) => cmd::predict::run(args),
         Command::CheckGcode(args) => cmd::check_gcode::run(args),
         Command::Print(args) => cmd::print::run(args),
     };

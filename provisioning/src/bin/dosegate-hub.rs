@@ -34,6 +34,9 @@ enum Command {
     Init(InitArgs),
     /// Sign a job for one gateway from a prescription (TOML) and the slicer's G-code.
     SignJob(SignJobArgs),
+    /// PAT models: train a model file and its card from calibration spectra.
+    #[command(subcommand)]
+    Model(dosegate_provisioning::model::cli::ModelCommand),
     /// Show the hub's trust root (keys, roles, thresholds, expiry).
     ShowRoot {
         /// The hub home.
@@ -166,6 +169,7 @@ fn run(cli: Cli) -> Result<()> {
                 );
             }
         }
+        Command::Model(c) => dosegate_provisioning::model::cli::run(c)?,
         Command::ShowRoot { hub } => {
             let home = HubHome::open(&hub)?;
             let root = home.trusted_root(now()?).context("trust root")?;

@@ -13,7 +13,8 @@
 //! printed, and a "prime" larger than the retraction counts in full — `G92 E` resets and relative
 //! tricks change nothing because only deltas are summed. This equals PrusaSlicer's
 //! `filament used [mm]`. Mass = deposited × cross-section × density; dose = mass × API fraction ÷
-//! units.
+//! units. Deposits are also grouped into printed islands (XY extents closer than [`UNIT_GAP_MM`]
+//! merge), so each unit's own dose is known, not only the average.
 //!
 //! Time is a simple estimate: each move's length (XYZ, or E for extruder-only moves) divided by
 //! its feed rate, plus dwell. Acceleration, jerk and the printer's feed-rate caps are ignored and
@@ -29,6 +30,10 @@ use super::{Command, Position};
 
 /// Marlin's feed rate at boot, mm/s (1500 mm/min).
 const BOOT_FEED_MM_S: f64 = 25.0;
+/// Deposits closer than this in XY belong to the same printed unit, mm.
+pub const UNIT_GAP_MM: f64 = 2.0;
+/// Most separate islands tracked (memory bound); more are counted as one extra.
+pub const MAX_ISLANDS: usize = 1024;
 /// Most distinct layer heights remembered (memory bound); more are counted as overflow.
 pub const MAX_TRACKED_LAYERS: usize = 100_000;
 
@@ -135,6 +140,11 @@ pub struct Analysis {
     pub path_mm: f64,
     /// Estimated time (moves + dwell; no acceleration, no heat-up), s.
     pub est_time_s: f64,
+    /// Separate printed islands (units) found from where material went: deposits closer than
+    /// [`UNIT_GAP_MM`] in XY belong to the same unit.
+    pub units_found: u32,
+    /// Estimated API dose of each island, mg, ordered by position (lowest X, then Y).
+    pub unit_doses_mg: Vec<f64>,
 }
 
 /// Which heater a temperature command sets.
@@ -165,6 +175,8 @@ pub struct Move {
     pub e_relative: bool,
     /// True if any of X/Y/Z was given (a move, not only a feed-rate change).
     pub moves_axes: bool,
+    /// True if E was given.
+    pub has_e: bool,
 }
 
 /// What one command did, for the policy to judge.
@@ -215,8 +227,37 @@ pub struct Machine {
     bed_c: f64,
     retracted_depth: f64,
     layer_z_um: BTreeSet<i64>,
+    last_layer_um: Option<i64>,
     layers_overflow: u32,
+    islands: Vec<Island>,
     a: Analysis,
+}
+
+/// One printed island: its XY extent and the filament deposited in it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Island {
+    min: [f64; 2],
+    max: [f64; 2],
+    filament_mm: f64,
+}
+
+impl Island {
+    fn near(&self, p: [f64; 2]) -> bool {
+        p[0] >= self.min[0] - UNIT_GAP_MM
+            && p[0] <= self.max[0] + UNIT_GAP_MM
+            && p[1] >= self.min[1] - UNIT_GAP_MM
+            && p[1] <= self.max[1] + UNIT_GAP_MM
+    }
+    fn overlaps(&self, o: &Self) -> bool {
+        self.min[0] - UNIT_GAP_MM <= o.max[0]
+            && o.min[0] <= self.max[0] + UNIT_GAP_MM
+            && self.min[1] - UNIT_GAP_MM <= o.max[1]
+            && o.min[1] <= self.max[1] + UNIT_GAP_MM
+    }
+    fn include(&mut self, p: [f64; 2]) {
+        self.min = [self.min[0].min(p[0]), self.min[1].min(p[1])];
+        self.max = [self.max[0].max(p[0]), self.max[1].max(p[1])];
+    }
 }
 
 fn dist(a: [f64; 3], b: [f64; 3]) -> f64 {
@@ -243,7 +284,9 @@ impl Machine {
             bed_c: 0.0,
             retracted_depth: 0.0,
             layer_z_um: BTreeSet::new(),
+            last_layer_um: None,
             layers_overflow: 0,
+            islands: Vec::new(),
             a: Analysis {
                 units: mass.units,
                 ..Analysis::default()
@@ -431,29 +474,43 @@ impl Machine {
     }
 
     fn linear_move(&mut self, cmd: &Command, unit: f64) -> Move {
-        if let Some(f) = cmd.value(b'F') {
-            if f > 0.0 {
-                self.feed_mm_s = f * unit / 60.0;
+        // One pass over the parameters into scalars (kept in registers: an array indexed by
+        // letter, written 8 bytes at a time and read back 16, stalls store forwarding).
+        let (mut x_mm, mut y_mm, mut z_mm, mut e_mm, mut feed_mm_min) =
+            (None, None, None, None, None);
+        for p in cmd.params() {
+            let v = p.value().map(super::Decimal::to_f64);
+            match p.letter() {
+                b'X' => x_mm = v,
+                b'Y' => y_mm = v,
+                b'Z' => z_mm = v,
+                b'E' => e_mm = v,
+                b'F' => feed_mm_min = v,
+                _ => {}
+            }
+        }
+        if let Some(feed) = feed_mm_min {
+            if feed > 0.0 {
+                self.feed_mm_s = feed * unit / 60.0;
             }
         }
         let from = self.native;
-        let mut moves_axes = false;
-        for (i, letter) in [b'X', b'Y', b'Z'].into_iter().enumerate() {
-            let Some(v) = cmd.value(letter) else { continue };
-            moves_axes = true;
-            if let (Some(n), Some(s)) = (self.native.get_mut(i), self.shift.get(i)) {
-                let logical = *n + s;
-                let target = if self.relative_xyz {
-                    logical + v * unit
-                } else {
-                    v * unit
-                };
-                *n = target - s;
-            }
-        }
+        let [sx, sy, sz] = self.shift;
+        let relative = self.relative_xyz;
+        let axis = |native: f64, shift: f64, value: Option<f64>| match value {
+            None => native,
+            Some(v) if relative => native + v * unit,
+            Some(v) => v * unit - shift,
+        };
+        let to = [
+            axis(from[0], sx, x_mm),
+            axis(from[1], sy, y_mm),
+            axis(from[2], sz, z_mm),
+        ];
+        let moves_axes = x_mm.is_some() || y_mm.is_some() || z_mm.is_some();
         let e_relative = self.e_is_relative();
         let mut e_delta = 0.0;
-        if let Some(v) = cmd.value(b'E') {
+        if let Some(v) = e_mm {
             let target = if e_relative {
                 self.e + v * unit
             } else {
@@ -462,7 +519,7 @@ impl Machine {
             e_delta = target - self.e;
             self.e = target;
         }
-        let to = self.native;
+        self.native = to;
         let length_mm = dist(from, to);
         let mut deposited_mm = 0.0;
         if e_delta < 0.0 {
@@ -501,6 +558,7 @@ impl Machine {
         if deposited_mm > 0.0 {
             BoundingBox::include(&mut self.a.bbox_extrude, from);
             BoundingBox::include(&mut self.a.bbox_extrude, to);
+            self.note_island([from[0], from[1]], [to[0], to[1]], deposited_mm);
             if length_mm > 0.0 {
                 self.note_layer(to[2]);
             }
@@ -514,7 +572,46 @@ impl Machine {
             feed_mm_s: feed,
             e_relative,
             moves_axes,
+            has_e: e_mm.is_some(),
         }
+    }
+
+    /// Adds a deposit to the island it touches (merging islands it joins), or starts one.
+    fn note_island(&mut self, from: [f64; 2], to: [f64; 2], filament_mm: f64) {
+        let hit = self.islands.iter().position(|i| i.near(from) || i.near(to));
+        let Some(k) = hit else {
+            if self.islands.len() < MAX_ISLANDS {
+                let mut island = Island {
+                    min: from,
+                    max: from,
+                    filament_mm,
+                };
+                island.include(to);
+                self.islands.push(island);
+            } else if let Some(last) = self.islands.last_mut() {
+                // Beyond the bound: lumped into the last island (the count is then wrong anyway
+                // and the unit-count check refuses the program).
+                last.filament_mm += filament_mm;
+            }
+            return;
+        };
+        let mut grown = self.islands.swap_remove(k);
+        grown.include(from);
+        grown.include(to);
+        grown.filament_mm += filament_mm;
+        // Merge every island the grown one now reaches.
+        let mut j = 0;
+        while let Some(other) = self.islands.get(j) {
+            if grown.overlaps(other) {
+                let o = self.islands.swap_remove(j);
+                grown.include(o.min);
+                grown.include(o.max);
+                grown.filament_mm += o.filament_mm;
+            } else {
+                j += 1;
+            }
+        }
+        self.islands.push(grown);
     }
 
     #[expect(
@@ -523,6 +620,11 @@ impl Machine {
     )]
     fn note_layer(&mut self, z: f64) {
         let key = (z * 1000.0).round() as i64;
+        // Most extruding moves stay on the layer of the previous one.
+        if self.last_layer_um == Some(key) {
+            return;
+        }
+        self.last_layer_um = Some(key);
         if self.layer_z_um.len() < MAX_TRACKED_LAYERS || self.layer_z_um.contains(&key) {
             self.layer_z_um.insert(key);
         } else {
@@ -538,6 +640,15 @@ impl Machine {
         a.volume_mm3 = a.filament_mm * m.area_mm2;
         a.mass_mg = a.volume_mm3 * m.density_mg_mm3;
         a.api_mg = a.mass_mg * m.api_fraction;
+        let per_mm = m.area_mm2 * m.density_mg_mm3 * m.api_fraction;
+        a.units_found = u32::try_from(self.islands.len()).unwrap_or(u32::MAX);
+        let mut islands = self.islands.clone();
+        islands.sort_by(|p, q| {
+            p.min[0]
+                .total_cmp(&q.min[0])
+                .then(p.min[1].total_cmp(&q.min[1]))
+        });
+        a.unit_doses_mg = islands.iter().map(|i| i.filament_mm * per_mm).collect();
         a.dose_mg = if m.units == 0 {
             a.api_mg
         } else {

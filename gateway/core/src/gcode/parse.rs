@@ -189,7 +189,7 @@ pub enum GcodeError {
         /// Source line.
         line: u32,
         /// The command, e.g. `G90`.
-        command: String,
+        command: CommandWord,
         /// The letter.
         letter: char,
     },
@@ -199,7 +199,7 @@ pub enum GcodeError {
         /// Source line.
         line: u32,
         /// The command.
-        command: String,
+        command: CommandWord,
         /// The letter.
         letter: char,
     },
@@ -334,11 +334,28 @@ impl std::fmt::Display for Decimal {
     }
 }
 
-/// One parameter word: a letter and, unless it is a flag (`G28 X`), a value.
+/// A command word such as `G1` or `M104`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CommandWord {
+    /// `b'G'`, `b'M'` or `b'T'`.
+    pub letter: u8,
+    /// The number.
+    pub code: u16,
+}
+
+impl std::fmt::Display for CommandWord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}{}", char::from(self.letter), self.code)
+    }
+}
+
+/// One parameter word: a letter and, unless it is a flag (`G28 X`), a value. 16 bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Param {
+    mantissa: i64,
     letter: u8,
-    value: Option<Decimal>,
+    scale: u8,
+    has_value: bool,
 }
 
 impl Param {
@@ -348,23 +365,40 @@ impl Param {
     }
     /// The value, if any.
     pub fn value(self) -> Option<Decimal> {
-        self.value
+        self.has_value.then_some(Decimal {
+            mantissa: self.mantissa,
+            scale: self.scale,
+        })
     }
 }
 
 const EMPTY_PARAM: Param = Param {
+    mantissa: 0,
     letter: 0,
-    value: None,
+    scale: 0,
+    has_value: false,
 };
 
 /// One parsed command. Small and `Copy`: the parser allocates nothing per line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Command {
-    letter: u8,
-    code: u16,
     params: [Param; MAX_PARAMS],
+    code: u16,
+    letter: u8,
     len: u8,
     text_argument: bool,
+}
+
+impl Default for Command {
+    fn default() -> Self {
+        Self {
+            params: [EMPTY_PARAM; MAX_PARAMS],
+            code: 0,
+            letter: b'G',
+            len: 0,
+            text_argument: false,
+        }
+    }
 }
 
 impl Command {
@@ -395,13 +429,22 @@ impl Command {
     }
     /// The value of the parameter with this letter, if present with a value.
     pub fn value(&self, letter: u8) -> Option<f64> {
-        self.param(letter)
-            .and_then(|p| p.value)
+        self.params()
+            .iter()
+            .find(|p| p.letter == letter && p.has_value)
+            .and_then(|p| p.value())
             .map(Decimal::to_f64)
     }
-    /// The command word, e.g. `G1`.
+    /// The command word.
+    pub fn word(&self) -> CommandWord {
+        CommandWord {
+            letter: self.letter,
+            code: self.code,
+        }
+    }
+    /// The command word as text, e.g. `G1`.
     pub fn name(&self) -> String {
-        format!("{}{}", char::from(self.letter), self.code)
+        self.word().to_string()
     }
 
     /// Appends the canonical text form (without line ending).
@@ -415,7 +458,7 @@ impl Command {
             for p in used.iter() {
                 out.push(' ');
                 out.push(char::from(p.letter));
-                if let Some(v) = p.value {
+                if let Some(v) = p.value() {
                     v.write_canonical(out);
                 }
             }
@@ -521,12 +564,15 @@ struct Cursor<'a> {
 }
 
 impl Cursor<'_> {
+    #[inline]
     fn peek(&self) -> Option<u8> {
         self.bytes.get(self.pos).copied()
     }
+    #[inline]
     fn column(&self) -> usize {
         self.pos + 1
     }
+    #[inline]
     fn skip_spaces(&mut self) -> bool {
         let start = self.pos;
         while self.peek() == Some(b' ') {
@@ -556,6 +602,7 @@ impl Cursor<'_> {
     }
 
     /// After a command code or a number: the next byte must be a space or the end.
+    #[inline]
     fn expect_separator(&self, after_digits: bool) -> Result<(), GcodeError> {
         let (line, column) = (self.line, self.column());
         match self.peek() {
@@ -567,77 +614,142 @@ impl Cursor<'_> {
         }
     }
 
-    /// Reads up to `max` digits into `acc`; returns how many were read.
-    fn digits(&mut self, acc: &mut u64, limit: u32) -> Result<u32, GcodeError> {
+    /// Reads a run of digits into `acc` (wrapping; the caller bounds the count).
+    #[inline]
+    fn digits(&mut self, acc: &mut u64) -> u32 {
         let mut n = 0u32;
-        while let Some(b @ b'0'..=b'9') = self.peek() {
-            n += 1;
-            if n > limit {
-                return Err(GcodeError::NumberTooLong {
-                    line: self.line,
-                    column: self.column(),
-                });
+        while let Some(&b) = self.bytes.get(self.pos) {
+            let d = b.wrapping_sub(b'0');
+            if d > 9 {
+                break;
             }
-            *acc = *acc * 10 + u64::from(b - b'0');
+            *acc = acc.wrapping_mul(10).wrapping_add(u64::from(d));
+            n += 1;
             self.pos += 1;
         }
-        Ok(n)
+        n
     }
 
+    #[inline]
     fn number(&mut self) -> Result<Decimal, GcodeError> {
         let start = self.column();
-        let bad = GcodeError::BadNumber {
-            line: self.line,
-            column: start,
-        };
+        let line = self.line;
         let negative = self.peek() == Some(b'-');
         if negative {
             self.pos += 1;
         }
         let mut acc = 0u64;
-        let int_digits = self.digits(&mut acc, MAX_DIGITS)?;
+        let int_digits = self.digits(&mut acc);
         let mut frac_digits = 0u32;
         if self.peek() == Some(b'.') {
             self.pos += 1;
-            frac_digits = self.digits(&mut acc, MAX_DIGITS - int_digits)?;
-            if frac_digits > u32::from(MAX_DECIMALS) {
-                return Err(GcodeError::NumberTooLong {
-                    line: self.line,
-                    column: start,
-                });
-            }
+            frac_digits = self.digits(&mut acc);
+        }
+        if int_digits + frac_digits > MAX_DIGITS || frac_digits > u32::from(MAX_DECIMALS) {
+            return Err(GcodeError::NumberTooLong {
+                line,
+                column: start,
+            });
         }
         if int_digits + frac_digits == 0 {
             return Err(match self.peek() {
                 Some(b @ b'a'..=b'z') => GcodeError::Lowercase {
-                    line: self.line,
+                    line,
                     column: self.column(),
                     byte: b,
                 },
-                _ => bad,
+                _ => GcodeError::BadNumber {
+                    line,
+                    column: start,
+                },
             });
         }
         // `0x1F`: hex is a `strtof` reading; Marlin stops at the `x`.
         if matches!(self.peek(), Some(b'x' | b'X')) && int_digits == 1 && acc == 0 {
-            return Err(bad);
+            return Err(GcodeError::BadNumber {
+                line,
+                column: start,
+            });
         }
-        let magnitude = i64::try_from(acc).map_err(|_| bad.clone())?;
-        let mantissa = if negative { -magnitude } else { magnitude };
-        let scale = u8::try_from(frac_digits).map_err(|_| bad.clone())?;
-        Decimal::new(mantissa, scale).ok_or(bad)
+        // At most 15 digits: fits in i64 and in an f64 mantissa.
+        #[expect(clippy::cast_possible_wrap, reason = "acc < 10^15")]
+        let magnitude = acc as i64;
+        #[expect(clippy::cast_possible_truncation, reason = "frac_digits <= 9")]
+        let mut d = Decimal {
+            mantissa: if negative { -magnitude } else { magnitude },
+            scale: frac_digits as u8,
+        };
+        while d.scale > 0 && d.mantissa % 10 == 0 {
+            d.mantissa /= 10;
+            d.scale -= 1;
+        }
+        Ok(d)
     }
 }
 
+const LOW7: u64 = 0x0101_0101_0101_0101;
+const HIGH: u64 = 0x8080_8080_8080_8080;
+
+/// True if any byte of `x` is below 0x20, is 0x7F, or is 0x80 or above (SWAR, 8 bytes at a time).
+fn word_has_bad_byte(x: u64) -> bool {
+    let below_space = x.wrapping_sub(LOW7 * 0x20) & !x;
+    let del = x ^ (LOW7 * 0x7f);
+    let is_del = del.wrapping_sub(LOW7) & !del;
+    (below_space | is_del | x) & HIGH != 0
+}
+
+/// The position of the first zero byte of `x` (exact for the lowest one), if any.
+fn first_zero_byte(x: u64) -> Option<usize> {
+    let z = x.wrapping_sub(LOW7) & !x & HIGH;
+    (z != 0).then(|| (z.trailing_zeros() / 8) as usize)
+}
+
+/// One pass over a line: the first byte outside printable ASCII (0x20–0x7E) and the first `;`.
+fn scan_line(raw: &[u8]) -> (Option<usize>, Option<usize>) {
+    let mut semicolon = None;
+    let mut chunks = raw.chunks_exact(8);
+    let mut offset = 0;
+    for c in chunks.by_ref() {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(c);
+        let x = u64::from_le_bytes(w);
+        if word_has_bad_byte(x) {
+            break;
+        }
+        if semicolon.is_none() {
+            semicolon = first_zero_byte(x ^ (LOW7 * u64::from(b';'))).map(|i| i + offset);
+        }
+        offset += 8;
+    }
+    let rest = raw.get(offset..).unwrap_or(&[]);
+    if semicolon.is_none() {
+        semicolon = rest.iter().position(|&b| b == b';').map(|i| i + offset);
+    }
+    let bad = rest
+        .iter()
+        .position(|&b| !(0x20..0x7f).contains(&b))
+        .map(|i| i + offset);
+    (bad, semicolon)
+}
+
 /// Parses one line (without its line ending). `Ok(None)` for blank and comment-only lines.
-#[expect(clippy::too_many_lines, reason = "one pass over the grammar, in order")]
 pub fn parse_line(raw: &[u8], line: u32) -> Result<Option<Command>, GcodeError> {
+    let mut cmd = Command::default();
+    Ok(parse_line_into(raw, line, &mut cmd)?.then_some(cmd))
+}
+
+/// Parses one line into `cmd` (reused between lines: no copy, no allocation). Returns `false`
+/// for blank and comment-only lines.
+#[expect(clippy::too_many_lines, reason = "one pass over the grammar, in order")]
+pub fn parse_line_into(raw: &[u8], line: u32, cmd: &mut Command) -> Result<bool, GcodeError> {
     if raw.len() > MAX_LINE_LEN {
         return Err(GcodeError::LineTooLong {
             line,
             len: raw.len(),
         });
     }
-    if let Some(i) = raw.iter().position(|&b| !(0x20..0x7f).contains(&b)) {
+    let (bad, semicolon) = scan_line(raw);
+    if let Some(i) = bad {
         let column = i + 1;
         let byte = raw.get(i).copied().unwrap_or(0);
         return Err(match byte {
@@ -646,7 +758,7 @@ pub fn parse_line(raw: &[u8], line: u32) -> Result<Option<Command>, GcodeError> 
             _ => GcodeError::ControlByte { line, column, byte },
         });
     }
-    let active = match memchr::memchr(b';', raw) {
+    let active = match semicolon {
         Some(i) => raw.get(..i).unwrap_or(raw),
         None => raw,
     };
@@ -657,19 +769,20 @@ pub fn parse_line(raw: &[u8], line: u32) -> Result<Option<Command>, GcodeError> 
     };
     cur.skip_spaces();
     let Some(letter) = cur.peek() else {
-        return Ok(None);
+        return Ok(false);
     };
     if !matches!(letter, b'G' | b'M' | b'T') {
         return Err(cur.bad_word_start(letter));
     }
     cur.pos += 1;
     let mut code = 0u64;
-    let code_digits = cur
-        .digits(&mut code, 4)
-        .map_err(|_| GcodeError::BadNumber {
+    let code_digits = cur.digits(&mut code);
+    if code_digits > 4 {
+        return Err(GcodeError::BadNumber {
             line,
             column: cur.column(),
-        })?;
+        });
+    }
     if code_digits == 0 {
         return Err(match cur.peek() {
             Some(b @ b'a'..=b'z') => GcodeError::Lowercase {
@@ -686,17 +799,15 @@ pub fn parse_line(raw: &[u8], line: u32) -> Result<Option<Command>, GcodeError> 
     cur.expect_separator(false)?;
     let code = u16::try_from(code).unwrap_or(u16::MAX);
     let spec = marlin_spec(letter, code);
-    let mut cmd = Command {
-        letter,
-        code,
-        params: [EMPTY_PARAM; MAX_PARAMS],
-        len: 0,
-        text_argument: false,
-    };
+    cmd.letter = letter;
+    cmd.code = code;
+    cmd.len = 0;
+    cmd.text_argument = false;
     if spec.is_some_and(|s| s.text) {
         cmd.text_argument = true;
-        return Ok(Some(cmd));
+        return Ok(true);
     }
+    let word = cmd.word();
     let mut seen = 0u32;
     loop {
         cur.skip_spaces();
@@ -725,14 +836,14 @@ pub fn parse_line(raw: &[u8], line: u32) -> Result<Option<Command>, GcodeError> 
             if s.params & bit == 0 {
                 return Err(GcodeError::UnexpectedParameter {
                     line,
-                    command: cmd.name(),
+                    command: word,
                     letter: char::from(b),
                 });
             }
             if value.is_none() && s.flags & bit == 0 {
                 return Err(GcodeError::MissingValue {
                     line,
-                    command: cmd.name(),
+                    command: word,
                     letter: char::from(b),
                 });
             }
@@ -741,10 +852,23 @@ pub fn parse_line(raw: &[u8], line: u32) -> Result<Option<Command>, GcodeError> 
             .params
             .get_mut(usize::from(cmd.len))
             .ok_or(GcodeError::TooManyParameters { line })?;
-        *slot = Param { letter: b, value };
+        *slot = match value {
+            Some(d) => Param {
+                mantissa: d.mantissa,
+                letter: b,
+                scale: d.scale,
+                has_value: true,
+            },
+            None => Param {
+                mantissa: 0,
+                letter: b,
+                scale: 0,
+                has_value: false,
+            },
+        };
         cmd.len += 1;
     }
-    Ok(Some(cmd))
+    Ok(true)
 }
 
 /// The streaming parser: feed it chunks, it calls back once per non-blank line.
@@ -754,6 +878,7 @@ pub struct Parser {
     carry_len: usize,
     line: u32,
     bytes: u64,
+    scratch: Command,
 }
 
 impl Parser {
@@ -764,6 +889,7 @@ impl Parser {
             carry_len: 0,
             line: 0,
             bytes: 0,
+            scratch: Command::default(),
         }
     }
 
@@ -779,20 +905,20 @@ impl Parser {
 
     fn emit<F>(&mut self, raw: &[u8], sink: &mut F)
     where
-        F: FnMut(u32, Result<Command, GcodeError>),
+        F: FnMut(u32, Result<&Command, GcodeError>),
     {
         self.line = self.line.saturating_add(1);
         let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
-        match parse_line(raw, self.line) {
-            Ok(Some(cmd)) => sink(self.line, Ok(cmd)),
-            Ok(None) => {}
+        match parse_line_into(raw, self.line, &mut self.scratch) {
+            Ok(true) => sink(self.line, Ok(&self.scratch)),
+            Ok(false) => {}
             Err(e) => sink(self.line, Err(e)),
         }
     }
 
     fn emit_carry<F>(&mut self, sink: &mut F)
     where
-        F: FnMut(u32, Result<Command, GcodeError>),
+        F: FnMut(u32, Result<&Command, GcodeError>),
     {
         let carry = std::mem::take(&mut self.carry);
         if self.carry_len > carry.len() {
@@ -823,7 +949,7 @@ impl Parser {
     /// non-blank line, in order.
     pub fn feed<F>(&mut self, chunk: &[u8], mut sink: F)
     where
-        F: FnMut(u32, Result<Command, GcodeError>),
+        F: FnMut(u32, Result<&Command, GcodeError>),
     {
         self.bytes = self.bytes.saturating_add(chunk.len() as u64);
         let mut rest = chunk;
@@ -851,7 +977,7 @@ impl Parser {
     /// and not executed (Marlin would not run it either until a line ending arrives).
     pub fn finish<F>(&mut self, mut sink: F)
     where
-        F: FnMut(u32, Result<Command, GcodeError>),
+        F: FnMut(u32, Result<&Command, GcodeError>),
     {
         if self.carry_len > 0 {
             self.line = self.line.saturating_add(1);

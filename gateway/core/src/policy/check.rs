@@ -19,6 +19,9 @@ use crate::gcode::{
 };
 use crate::prescription::Prescription;
 
+/// Height above the highest deposit the nozzle must be at before homing X or Y, mm.
+pub const HOMING_CLEARANCE_MM: f64 = 1.0;
+
 /// Most reasons kept in a report; further ones are only counted.
 pub const MAX_REASONS: usize = 100;
 
@@ -146,6 +149,7 @@ struct Seen {
 pub struct ProgramChecker<'p> {
     policy: &'p Policy,
     window_mg: (f64, f64),
+    units: u32,
     parser: Parser,
     machine: Machine,
     hasher: Sha256,
@@ -169,6 +173,7 @@ impl<'p> ProgramChecker<'p> {
         let mut c = Self {
             policy,
             window_mg: rx.dose_window_mg(),
+            units: rx.units,
             parser: Parser::new(),
             machine: Machine::new(mass, policy.bed().home_mm),
             hasher: Sha256::new(),
@@ -258,7 +263,7 @@ impl<'p> ProgramChecker<'p> {
         (report, self.commands)
     }
 
-    fn on_line(&mut self, line: u32, parsed: Result<Command, GcodeError>) {
+    fn on_line(&mut self, line: u32, parsed: Result<&Command, GcodeError>) {
         match parsed {
             Err(e) => {
                 let code = e.code();
@@ -268,7 +273,7 @@ impl<'p> ProgramChecker<'p> {
                         .value(Evidence::Text(e.to_string())),
                 );
             }
-            Ok(cmd) => self.on_command(line, &cmd),
+            Ok(cmd) => self.on_command(line, cmd),
         }
     }
 
@@ -314,6 +319,9 @@ impl<'p> ProgramChecker<'p> {
             (b'G', 90) => self.seen.g90 = true,
             (b'M', 82) => self.seen.m82 = true,
             _ => {}
+        }
+        if cmd.is(b'G', 28) {
+            self.check_homing(line, cmd);
         }
         let step = self.machine.apply(cmd);
         self.check_step(line, cmd, &step);
@@ -398,7 +406,8 @@ impl<'p> ProgramChecker<'p> {
 
     #[expect(
         clippy::too_many_lines,
-        reason = "one block per design-space rule on a move"
+        clippy::many_single_char_names,
+        reason = "one block per design-space rule on a move; one letter per policy section"
     )]
     fn check_move(&mut self, line: u32, cmd: &Command, m: &Move) {
         let p = self.policy;
@@ -415,7 +424,7 @@ impl<'p> ProgramChecker<'p> {
             self.seen.g21 = true;
             self.seen.g90 = true;
         }
-        if cmd.param(b'E').is_some() && p.extrusion().absolute_e {
+        if m.has_e && p.extrusion().absolute_e {
             if m.e_relative {
                 self.push(
                     Reason::new(ReasonCode::DsRelativeExtrusion)
@@ -436,26 +445,13 @@ impl<'p> ProgramChecker<'p> {
         }
         if m.moves_axes {
             let b = p.bed();
-            for ((axis, [lo, hi]), v) in ["X", "Y", "Z"]
-                .into_iter()
-                .zip([b.x_mm, b.y_mm, b.z_mm])
-                .zip(m.to)
-            {
-                if axis == "Z" && v < lo {
-                    self.push(
-                        Reason::new(ReasonCode::DsZBelowBed)
-                            .at(line)
-                            .value(Evidence::Num(v))
-                            .limit(Evidence::Num(lo)),
-                    );
-                } else if !(lo..=hi).contains(&v) {
-                    self.push(
-                        Reason::new(ReasonCode::DsOutsideBed)
-                            .at(line)
-                            .value(Evidence::Text(format!("{axis} {v}")))
-                            .limit(Evidence::Range(lo, hi)),
-                    );
-                }
+            let [x, y, z] = m.to;
+            // Fast path: inside the bed volume (plain comparisons; no reason to build).
+            let inside = (b.x_mm[0]..=b.x_mm[1]).contains(&x)
+                && (b.y_mm[0]..=b.y_mm[1]).contains(&y)
+                && (b.z_mm[0]..=b.z_mm[1]).contains(&z);
+            if !inside {
+                self.outside_bed(line, m.to);
             }
         }
         let s = p.speed();
@@ -529,6 +525,61 @@ impl<'p> ProgramChecker<'p> {
                     .value(Evidence::Num(depth))
                     .limit(Evidence::Num(x.max_retract_mm)),
             );
+        }
+    }
+
+    /// After material has been deposited, homing Z (a bare `G28` or `G28 Z`) drives the nozzle
+    /// down through the part, and homing X/Y drags it across the part unless it was first lifted
+    /// clear of the highest deposit.
+    fn check_homing(&mut self, line: u32, cmd: &Command) {
+        let Some(top) = self.machine.analysis().bbox_extrude.map(|b| b.max[2]) else {
+            return;
+        };
+        let homes_z =
+            cmd.param(b'Z').is_some() || (cmd.param(b'X').is_none() && cmd.param(b'Y').is_none());
+        let z = self.machine.native()[2];
+        let clear = top + HOMING_CLEARANCE_MM;
+        if homes_z {
+            self.push(
+                Reason::new(ReasonCode::DsHomeMidPrint)
+                    .at(line)
+                    .value(Evidence::Text(cmd.canonical()))
+                    .limit(Evidence::Text(
+                        "no Z homing once material is deposited".into(),
+                    )),
+            );
+        } else if z < clear {
+            self.push(
+                Reason::new(ReasonCode::DsHomeMidPrint)
+                    .at(line)
+                    .value(Evidence::Num(z))
+                    .limit(Evidence::Num(clear)),
+            );
+        }
+    }
+
+    fn outside_bed(&mut self, line: u32, to: [f64; 3]) {
+        let b = self.policy.bed();
+        for ((axis, [lo, hi]), v) in ["X", "Y", "Z"]
+            .into_iter()
+            .zip([b.x_mm, b.y_mm, b.z_mm])
+            .zip(to)
+        {
+            if axis == "Z" && v < lo {
+                self.push(
+                    Reason::new(ReasonCode::DsZBelowBed)
+                        .at(line)
+                        .value(Evidence::Num(v))
+                        .limit(Evidence::Num(lo)),
+                );
+            } else if !(lo..=hi).contains(&v) {
+                self.push(
+                    Reason::new(ReasonCode::DsOutsideBed)
+                        .at(line)
+                        .value(Evidence::Text(format!("{axis} {v}")))
+                        .limit(Evidence::Range(lo, hi)),
+                );
+            }
         }
     }
 
@@ -617,6 +668,25 @@ impl<'p> ProgramChecker<'p> {
                 Reason::new(ReasonCode::DsDoseOutOfTolerance)
                     .value(Evidence::Num(a.dose_mg))
                     .limit(Evidence::Range(lo, hi)),
+            );
+        }
+        // Each unit on its own: the total can be right while one unit is short and material
+        // sits elsewhere.
+        if a.units_found == self.units {
+            for (i, &d) in a.unit_doses_mg.iter().enumerate() {
+                if !(lo..=hi).contains(&d) {
+                    self.push(
+                        Reason::new(ReasonCode::DsUnitDoseOutOfTolerance)
+                            .value(Evidence::Text(format!("unit {}: {d:.4} mg", i + 1)))
+                            .limit(Evidence::Range(lo, hi)),
+                    );
+                }
+            }
+        } else {
+            self.push(
+                Reason::new(ReasonCode::DsUnitCount)
+                    .value(Evidence::Num(f64::from(a.units_found)))
+                    .limit(Evidence::Num(f64::from(self.units))),
             );
         }
     }

@@ -17,7 +17,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 pub use check::{
-    MAX_REASONS, ProgramChecker, ProgramReport, Rejected, VerifiedProgram, check, verify_program,
+    HOMING_CLEARANCE_MM, MAX_REASONS, ProgramChecker, ProgramReport, Rejected, VerifiedProgram,
+    check, verify_program,
 };
 pub use reason::{Evidence, Reason, ReasonCode};
 
@@ -245,7 +246,26 @@ pub struct Policy {
     file: PolicyFile,
     /// Sorted `(command key, allowed parameter mask)`; key = letter × 10000 + code.
     allow: Vec<(u32, u32)>,
+    /// The same for G, M and T codes below [`DENSE_CODES`], indexed directly (hot path):
+    /// `ALLOWED | mask`, or 0 when not allowed.
+    dense: Vec<u32>,
     area_mm2: f64,
+}
+
+/// Codes below this are looked up in a flat table.
+const DENSE_CODES: usize = 1024;
+/// Marks an allowed entry in the flat table (bit 31; letters use bits 0–25).
+const ALLOWED: u32 = 1 << 31;
+
+fn dense_index(letter: u8, code: u16) -> Option<usize> {
+    let row = match letter {
+        b'G' => 0,
+        b'M' => 1,
+        b'T' => 2,
+        _ => return None,
+    };
+    let code = usize::from(code);
+    (code < DENSE_CODES).then_some(row * DENSE_CODES + code)
 }
 
 fn command_key(letter: u8, code: u16) -> u32 {
@@ -354,6 +374,7 @@ impl Policy {
         check_id("product", &file.product)?;
         check_num("version", f64::from(file.version), 1.0, f64::from(u32::MAX))?;
         let mut allow = Vec::with_capacity(file.commands.len());
+        let mut dense = vec![0u32; 3 * DENSE_CODES];
         for (key, letters) in &file.commands {
             let (letter, code) = parse_command_key(key)
                 .ok_or_else(|| PolicyError::BadCommand { key: key.clone() })?;
@@ -366,7 +387,11 @@ impl Policy {
                     why,
                 });
             }
-            allow.push((command_key(letter, code), parse_letters(key, letters)?));
+            let mask = parse_letters(key, letters)?;
+            allow.push((command_key(letter, code), mask));
+            if let Some(slot) = dense_index(letter, code).and_then(|i| dense.get_mut(i)) {
+                *slot = ALLOWED | mask;
+            }
         }
         allow.sort_unstable();
 
@@ -432,6 +457,7 @@ impl Policy {
         Ok(Self {
             file,
             allow,
+            dense,
             area_mm2,
         })
     }
@@ -484,6 +510,9 @@ impl Policy {
     /// The parameter letters allowed on a command (bit `n` = letter `A + n`), or `None` if the
     /// command is not on the allowlist.
     pub fn allowed_params(&self, letter: u8, code: u16) -> Option<u32> {
+        if let Some(&entry) = dense_index(letter, code).and_then(|i| self.dense.get(i)) {
+            return (entry & ALLOWED != 0).then_some(entry & !ALLOWED);
+        }
         let key = command_key(letter, code);
         self.allow
             .binary_search_by_key(&key, |&(k, _)| k)

@@ -64,7 +64,10 @@ pub enum ReasonCode {
     DsFirstLayerHeight,
     DsLayerHeight,
     DsTooManyLayers,
+    DsHomeMidPrint,
     DsDoseOutOfTolerance,
+    DsUnitCount,
+    DsUnitDoseOutOfTolerance,
     RxPolicyMismatch,
 }
 
@@ -75,6 +78,7 @@ impl ReasonCode {
     }
 
     /// The code and a one-line explanation for people.
+    #[expect(clippy::too_many_lines, reason = "one entry per code, a flat table")]
     pub fn describe(self) -> (&'static str, &'static str) {
         match self {
             Self::GcodeLineTooLong => ("GCODE_LINE_TOO_LONG", "line longer than the limit"),
@@ -157,9 +161,21 @@ impl ReasonCode {
             }
             Self::DsLayerHeight => ("DS_LAYER_HEIGHT", "layer height outside range"),
             Self::DsTooManyLayers => ("DS_TOO_MANY_LAYERS", "more layers than allowed"),
+            Self::DsHomeMidPrint => (
+                "DS_HOME_MID_PRINT",
+                "homing after printing started would drive the nozzle through the part",
+            ),
             Self::DsDoseOutOfTolerance => (
                 "DS_DOSE_OUT_OF_TOLERANCE",
                 "estimated dose per unit outside the prescription's tolerance",
+            ),
+            Self::DsUnitCount => (
+                "DS_UNIT_COUNT",
+                "the program prints another number of separate units than prescribed",
+            ),
+            Self::DsUnitDoseOutOfTolerance => (
+                "DS_UNIT_DOSE_OUT_OF_TOLERANCE",
+                "one unit's estimated dose outside the prescription's tolerance",
             ),
             Self::RxPolicyMismatch => (
                 "RX_POLICY_MISMATCH",

@@ -1,3 +1,10 @@
+#![allow(
+    clippy::float_cmp,
+    reason = "exact values are the point: decimal inputs, exact arithmetic"
+)]
+
+use sha2::Digest as _;
+
 use super::*;
 use crate::prescription::Prescription;
 
@@ -142,7 +149,6 @@ fn verified_program_carries_canonical_commands_positions_and_digest() {
     assert_eq!(first_move.after.x, 105.0);
     assert_eq!(first_move.after.e, 0.5);
     assert!(v.commands().iter().all(|c| !c.text.contains(';')));
-    use sha2::Digest as _;
     let digest: [u8; 32] = sha2::Sha256::digest(BASE.as_bytes()).into();
     assert_eq!(v.sha256(), &digest);
     assert!((v.analysis().dose_mg - 1.2026).abs() < 1e-3);

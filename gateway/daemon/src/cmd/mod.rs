@@ -3,3 +3,5 @@
 pub mod check_gcode;
 pub mod check_job;
 pub mod print;
+pub mod ledger;
+pub mod predict;

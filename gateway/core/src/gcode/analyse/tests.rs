@@ -1,3 +1,8 @@
+#![allow(
+    clippy::float_cmp,
+    reason = "exact values are the point: decimal inputs, exact arithmetic"
+)]
+
 use super::super::parse::parse_line;
 use super::*;
 
@@ -163,4 +168,33 @@ fn feeds_are_split_into_print_and_travel() {
     assert!(close(a.max_print_feed_mm_s, 20.0));
     assert!(close(a.min_print_feed_mm_s, 10.0));
     assert!(close(a.max_feed_mm_s, 120.0));
+}
+
+#[test]
+fn separate_islands_are_counted_as_units_with_their_own_doses() {
+    // Two 10 mm lines 50 mm apart, then one joining a third line to the first.
+    let program = "G28\nG1 X10 Y10\nG1 X20 E1\nG1 X60 Y10\nG1 X70 E4\nG1 X21 Y11\nG1 X30 Y11 E5\n";
+    let (m, _) = run(program);
+    let a = m.finish();
+    assert_eq!(a.units_found, 2);
+    // per mm of filament: 2 mm² × 1.5 mg/mm³ × 0.1 = 0.3 mg; sorted by X.
+    assert!(
+        close(a.unit_doses_mg[0], 2.0 * 0.3),
+        "{:?}",
+        a.unit_doses_mg
+    );
+    assert!(
+        close(a.unit_doses_mg[1], 3.0 * 0.3),
+        "{:?}",
+        a.unit_doses_mg
+    );
+}
+
+#[test]
+fn a_deposit_bridging_two_islands_merges_them() {
+    let program = "G28\nG1 X10 Y10\nG1 X20 E1\nG1 X40 Y10\nG1 X50 E2\nG1 X20 Y10\nG1 X40 E3\n";
+    let (m, _) = run(program);
+    let a = m.finish();
+    assert_eq!(a.units_found, 1);
+    assert!(close(a.unit_doses_mg[0], 3.0 * 0.3));
 }

@@ -1,3 +1,8 @@
+#![allow(
+    clippy::float_cmp,
+    reason = "exact values are the point: decimal inputs, exact arithmetic"
+)]
+
 use proptest::prelude::*;
 
 use super::*;
@@ -14,9 +19,9 @@ fn collect(chunks: &[&[u8]]) -> Vec<(u32, Result<String, GcodeError>)> {
     let mut p = Parser::new();
     let mut out = Vec::new();
     for c in chunks {
-        p.feed(c, |n, r| out.push((n, r.map(|c| c.canonical()))));
+        p.feed(c, |n, r| out.push((n, r.map(Command::canonical))));
     }
-    p.finish(|n, r| out.push((n, r.map(|c| c.canonical()))));
+    p.finish(|n, r| out.push((n, r.map(Command::canonical))));
     out
 }
 
@@ -188,5 +193,21 @@ proptest! {
     #[test]
     fn never_panics_on_arbitrary_lines(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
         let _ = parse_line(&bytes, 1);
+    }
+}
+
+proptest! {
+    #[test]
+    fn word_at_a_time_scan_equals_the_byte_loop(bytes in proptest::collection::vec(
+        prop_oneof![Just(b';'), Just(0u8), Just(0x7f), Just(0x80), Just(b'\t'), 0x20u8..0x7f],
+        0..40,
+    )) {
+        let bad = bytes.iter().position(|&b| !(0x20..0x7f).contains(&b));
+        let semi = bytes.iter().position(|&b| b == b';');
+        let (got_bad, got_semi) = scan_line(&bytes);
+        prop_assert_eq!(got_bad, bad);
+        if bad.is_none() {
+            prop_assert_eq!(got_semi, semi);
+        }
     }
 }
