@@ -37,7 +37,7 @@ pub mod ledger;
 pub mod policy;
 pub mod prescription;
 pub mod printlet;
-pub mod stream;
 pub mod release;
 pub mod spectrum;
+pub mod stream;
 pub mod trust;

@@ -5,7 +5,7 @@
 //! device node; the protocol behaviour is all in [`Printer`].
 
 use std::collections::VecDeque;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -134,7 +134,7 @@ fn pump(
         let wait_ms = u16::try_from(wait.as_micros().div_ceil(1000).min(50)).unwrap_or(50);
         let mut fds = [PollFd::new(master.as_fd(), PollFlags::POLLIN)];
         match poll(&mut fds, PollTimeout::from(wait_ms)) {
-            Ok(n) if n > 0 => match nix::unistd::read(master.as_raw_fd(), &mut buf) {
+            Ok(n) if n > 0 => match nix::unistd::read(master, &mut buf) {
                 Ok(k) => printer.receive(buf.get(..k).unwrap_or_default(), start.elapsed()),
                 Err(Errno::EAGAIN | Errno::EINTR) => {}
                 Err(e) => return Err(e),

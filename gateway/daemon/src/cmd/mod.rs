@@ -2,6 +2,6 @@
 
 pub mod check_gcode;
 pub mod check_job;
-pub mod print;
 pub mod ledger;
 pub mod predict;
+pub mod print;
