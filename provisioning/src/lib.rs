@@ -3,6 +3,10 @@
 //! verification) come from `dosegate-core`, so the hub and the gateway can never disagree about
 //! what a signed object means.
 
+pub mod broker;
+pub mod fleet;
+pub mod fleet_cmd;
 pub mod hub;
 pub mod model;
+pub mod pki;
 pub mod sign_job;

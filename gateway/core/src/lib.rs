@@ -29,6 +29,7 @@ pub mod attest;
 pub mod cbor;
 pub mod cpv;
 pub mod envelope;
+pub mod fleet;
 pub mod gcode;
 pub mod inference;
 pub mod instrument;

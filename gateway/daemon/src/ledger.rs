@@ -199,6 +199,23 @@ pub struct Ledger<'k> {
     options: LedgerOptions,
     since_checkpoint: u64,
     recovery: Recovery,
+    /// Records made durable since the last [`Ledger::take_written`] (for the fleet outbox),
+    /// at most [`MAX_WRITTEN_KEPT`].
+    written: std::collections::VecDeque<WrittenRecord>,
+}
+
+/// Most durable records kept for [`Ledger::take_written`] when nobody takes them.
+pub const MAX_WRITTEN_KEPT: usize = 4096;
+
+/// A record the ledger has made durable: what the fleet link's outbox needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WrittenRecord {
+    /// Its seq.
+    pub seq: u64,
+    /// SHA-256 of its bytes (the next record's `prev`).
+    pub hash: [u8; 32],
+    /// The sealed record.
+    pub bytes: Vec<u8>,
 }
 
 impl std::fmt::Debug for Ledger<'_> {
@@ -241,6 +258,7 @@ impl<'k> Ledger<'k> {
             options,
             since_checkpoint: 0,
             recovery,
+            written: std::collections::VecDeque::new(),
         };
         ledger.start(time_ms)?;
         Ok(ledger)
@@ -282,6 +300,14 @@ impl<'k> Ledger<'k> {
         self.store.append(sealed.bytes())?;
         self.chain.commit(sealed)?;
         self.since_checkpoint += 1;
+        if self.written.len() >= MAX_WRITTEN_KEPT {
+            self.written.pop_front();
+        }
+        self.written.push_back(WrittenRecord {
+            seq: sealed.seq(),
+            hash: sealed.head_after().hash,
+            bytes: sealed.bytes().to_vec(),
+        });
         Ok(sealed.seq())
     }
 
@@ -329,6 +355,11 @@ impl<'k> Ledger<'k> {
     /// The chain head.
     pub fn head(&self) -> ChainHead {
         self.chain.head()
+    }
+
+    /// The records made durable since the last call, in seq order (the fleet outbox's input).
+    pub fn take_written(&mut self) -> Vec<WrittenRecord> {
+        self.written.drain(..).collect()
     }
 
     /// What recovery did when the ledger was opened.

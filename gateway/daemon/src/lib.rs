@@ -8,6 +8,7 @@ pub mod balance;
 pub mod cmd;
 pub mod cpv_store;
 pub mod ledger;
+pub mod mqtt;
 pub mod serial;
 pub mod spectra;
 pub mod spectrometer;

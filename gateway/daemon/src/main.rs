@@ -27,6 +27,8 @@ enum Command {
     Predict(cmd::predict::Args),
     /// Check a G-code file against a policy and a prescription (exit 0 accept, 1 reject, 2 error).
     CheckGcode(cmd::check_gcode::Args),
+    /// The fleet link: deliver ledger records to the hub over mTLS MQTT until receipted.
+    Fleet(cmd::fleet::Args),
     /// Stream a verified job to the printer by hand (exit 0 printed, 1 refused, 2 error, 3 aborted).
     Print(cmd::print::Args),
 }
@@ -38,6 +40,7 @@ fn main() -> ExitCode {
         Command::Ledger(args) => cmd::ledger::run(args),
         Command::Predict(args) => cmd::predict::run(args),
         Command::CheckGcode(args) => cmd::check_gcode::run(args),
+        Command::Fleet(args) => cmd::fleet::run(args),
         Command::Print(args) => cmd::print::run(args),
     };
     match result {

@@ -34,6 +34,8 @@ enum Command {
     Init(InitArgs),
     /// Sign a job for one gateway from a prescription (TOML) and the slicer's G-code.
     SignJob(SignJobArgs),
+    /// The fleet link: PKI, broker configuration, serving events and receipts, jobs, commands.
+    Fleet(dosegate_provisioning::fleet_cmd::FleetArgs),
     /// PAT models: train a model file and its card from calibration spectra.
     #[command(subcommand)]
     Model(dosegate_provisioning::model::cli::ModelCommand),
@@ -169,6 +171,7 @@ fn run(cli: Cli) -> Result<()> {
                 );
             }
         }
+        Command::Fleet(a) => dosegate_provisioning::fleet_cmd::run(a)?,
         Command::Model(c) => dosegate_provisioning::model::cli::run(c)?,
         Command::ShowRoot { hub } => {
             let home = HubHome::open(&hub)?;

@@ -2,6 +2,7 @@
 
 pub mod check_gcode;
 pub mod check_job;
+pub mod fleet;
 pub mod ledger;
 pub mod predict;
 pub mod print;
