@@ -41,4 +41,5 @@ pub mod prescription;
 pub mod printlet;
 pub mod release;
 pub mod spectrum;
+pub mod stream;
 pub mod trust;

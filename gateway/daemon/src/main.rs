@@ -31,6 +31,8 @@ enum Command {
     Fleet(cmd::fleet::Args),
     /// Run the gateway until stopped (the mode dosegate.service starts).
     Run(cmd::run::Args),
+    /// Stream a verified job to the printer by hand (exit 0 printed, 1 refused, 2 error, 3 aborted).
+    Print(cmd::print::Args),
 }
 
 fn main() -> ExitCode {
@@ -42,6 +44,7 @@ fn main() -> ExitCode {
         Command::CheckGcode(args) => cmd::check_gcode::run(args),
         Command::Fleet(args) => cmd::fleet::run(args),
         Command::Run(args) => cmd::run::run(args),
+        Command::Print(args) => cmd::print::run(args),
     };
     match result {
         Ok(code) => code,

@@ -6,3 +6,4 @@ pub mod fleet;
 pub mod ledger;
 pub mod predict;
 pub mod run;
+pub mod print;
