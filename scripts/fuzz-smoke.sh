@@ -4,7 +4,7 @@
 # RUSTC_BOOTSTRAP=1 lets stable accept them, for the fuzz build only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-secs="${FUZZ_SECONDS:-15}"
+secs="${FUZZ_SECONDS:-10}"
 if ! command -v cargo-fuzz >/dev/null 2>&1; then
     cargo install --locked cargo-fuzz --version 0.13.2
 fi

@@ -5,5 +5,5 @@ pub mod check_job;
 pub mod fleet;
 pub mod ledger;
 pub mod predict;
-pub mod run;
 pub mod print;
+pub mod run;
