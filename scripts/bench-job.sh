@@ -21,5 +21,6 @@ sed 's/^max_nozzle_on_s = .*/max_nozzle_on_s = 36000.0/; s/^max_time_s = .*/max_
     policies/fdm-hctz-printlet.toml >"$out/policy.toml"
 echo "== machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); load $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "== program: $(stat -c %s "$out/job.gcode") bytes"
-DOSEGATE_BENCH_GCODE="$PWD/$out/job.gcode" DOSEGATE_BENCH_POLICY="$PWD/$out/policy.toml" "${core[@]}" \
+DOSEGATE_BENCH_GCODE="$PWD/$out/job.gcode" DOSEGATE_BENCH_POLICY="$PWD/$out/policy.toml" DOSEGATE_BENCH_UNITS=20 \
+    "${core[@]}" \
     cargo bench -q -p dosegate-core --bench job_verify 2>/dev/null | grep -E "^(authenticate|verify)|time:"

@@ -209,10 +209,14 @@ fn bench_full(c: &mut Criterion) {
             tolerance_pct: 5.0,
         },
     };
-    // Prescribe exactly what the program prints, so the job is accepted.
+    // Prescribe exactly what the program prints (its unit count from DOSEGATE_BENCH_UNITS), so
+    // the job is accepted.
+    job.prescription.units = std::env::var("DOSEGATE_BENCH_UNITS")
+        .ok()
+        .and_then(|u| u.parse().ok())
+        .unwrap_or(1);
     let analysis =
         dosegate_core::policy::check(held.policy(), &job.to_prescription(), &gcode).analysis;
-    job.prescription.units = analysis.units.max(1);
     job.prescription.dose_mg = analysis.dose_mg;
     let bytes = job::sign(&job, &[&jobs_key as &dyn Signer]).expect("sign job");
     let ctx = GatewayContext {

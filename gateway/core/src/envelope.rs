@@ -111,6 +111,20 @@ impl PublicKey {
     }
 }
 
+impl PublicKey {
+    /// Verifies an ES256 signature given the SHA-256 digest of the signed bytes.
+    pub fn verify_digest(&self, digest: &[u8; 32], signature: &[u8]) -> bool {
+        use p256::ecdsa::signature::hazmat::PrehashVerifier as _;
+        let Ok(sig) = Signature::from_slice(signature) else {
+            return false;
+        };
+        if sig.normalize_s().is_some() {
+            return false;
+        }
+        self.key.verify_prehash(digest, &sig).is_ok()
+    }
+}
+
 impl fmt::Debug for PublicKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "PublicKey({:?})", self.id)
@@ -313,8 +327,9 @@ pub struct RoleKeys<'a> {
 pub struct SignatureEntry {
     /// The signer's key id as written in its protected header.
     pub key_id: Option<KeyId>,
-    /// The bytes that were signed.
-    tbs: Vec<u8>,
+    /// SHA-256 of the bytes that were signed (the structure is hashed as it is encoded, so a
+    /// multi-megabyte payload is never copied to be verified).
+    digest: [u8; 32],
     /// The signature (r‖s).
     signature: Vec<u8>,
 }
@@ -355,6 +370,62 @@ impl Verified {
     pub fn content_type(&self) -> ContentType {
         self.content_type
     }
+}
+
+/// Feeds the CBOR head of a byte string (major type 2) of `len` bytes into `h`.
+fn hash_bstr_head(h: &mut Sha256, len: usize) {
+    let len = len as u64;
+    if len < 24 {
+        #[expect(clippy::cast_possible_truncation, reason = "len < 24")]
+        h.update([0x40 | len as u8]);
+    } else if let Ok(l) = u8::try_from(len) {
+        h.update([0x58, l]);
+    } else if let Ok(l) = u16::try_from(len) {
+        h.update([0x59]);
+        h.update(l.to_be_bytes());
+    } else if let Ok(l) = u32::try_from(len) {
+        h.update([0x5a]);
+        h.update(l.to_be_bytes());
+    } else {
+        h.update([0x5b]);
+        h.update(len.to_be_bytes());
+    }
+}
+
+fn hash_bstr(h: &mut Sha256, bytes: &[u8]) {
+    hash_bstr_head(h, bytes.len());
+    h.update(bytes);
+}
+
+/// SHA-256 of `Sig_structure = ["Signature1", body_protected, h'', payload]` (RFC 9052 §4.4).
+fn sign1_digest(body_protected: &[u8], payload: &[u8]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update([0x84, 0x6a]);
+    h.update(b"Signature1");
+    hash_bstr(&mut h, body_protected);
+    h.update([0x40]);
+    hash_bstr(&mut h, payload);
+    h.finalize().into()
+}
+
+/// SHA-256 of the V2 full `Countersign_structure` (RFC 9338 §3.3) — the same bytes
+/// [`countersign_tbs`] builds, hashed without building them.
+fn countersign_digest(
+    body_protected: &[u8],
+    sign_protected: &[u8],
+    payload: &[u8],
+    body_signature: &[u8],
+) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update([0x86, 0x72]);
+    h.update(COUNTERSIGN_CONTEXT.as_bytes());
+    hash_bstr(&mut h, body_protected);
+    hash_bstr(&mut h, sign_protected);
+    h.update([0x40]);
+    hash_bstr(&mut h, payload);
+    h.update([0x81]);
+    hash_bstr(&mut h, body_signature);
+    h.finalize().into()
 }
 
 fn protected_header(kid: KeyId, content_type: Option<ContentType>) -> Header {
@@ -469,7 +540,7 @@ pub fn decode(bytes: &[u8], expected: ContentType, max: usize) -> Result<Envelop
         });
     }
     let malformed = |reason: String| EnvelopeError::Malformed { reason };
-    let sign1 = CoseSign1::from_tagged_slice(bytes).map_err(|e| malformed(e.to_string()))?;
+    let mut sign1 = CoseSign1::from_tagged_slice(bytes).map_err(|e| malformed(e.to_string()))?;
     let reencoded = sign1
         .clone()
         .to_tagged_vec()
@@ -492,7 +563,7 @@ pub fn decode(bytes: &[u8], expected: ContentType, max: usize) -> Result<Envelop
     if !header.crit.is_empty() {
         return Err(malformed("critical headers are not supported".into()));
     }
-    let Some(payload) = sign1.payload.clone() else {
+    let Some(payload) = sign1.payload.take() else {
         return Err(EnvelopeError::NoPayload);
     };
     let body_protected = sign1.protected.original_data.clone().unwrap_or_default();
@@ -501,7 +572,7 @@ pub fn decode(bytes: &[u8], expected: ContentType, max: usize) -> Result<Envelop
     if !sign1.signature.is_empty() {
         signatures.push(SignatureEntry {
             key_id: header_kid(header),
-            tbs: sign1.tbs_data(&[]),
+            digest: sign1_digest(&body_protected, &payload),
             signature: sign1.signature.clone(),
         });
     }
@@ -573,7 +644,7 @@ fn decode_countersignature(
     }
     Ok(SignatureEntry {
         key_id: header_kid(&header),
-        tbs: countersign_tbs(body_protected, sign_protected, payload, body_signature)?,
+        digest: countersign_digest(body_protected, sign_protected, payload, body_signature),
         signature: signature.clone(),
     })
 }
@@ -602,7 +673,7 @@ impl Envelope {
             let Some(key) = role.keys.iter().find(|k| k.key_id() == kid) else {
                 continue;
             };
-            if !key.verify(&entry.tbs, &entry.signature) {
+            if !key.verify_digest(&entry.digest, &entry.signature) {
                 return Err(EnvelopeError::BadSignature { key_id: kid });
             }
             signers.insert(kid);

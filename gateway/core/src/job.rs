@@ -345,7 +345,6 @@ pub struct GatewayContext<'a> {
 pub struct AuthenticJob {
     job: Job,
     gcode: Vec<u8>,
-    envelope_sha256: [u8; 32],
     signers: Vec<KeyId>,
 }
 
@@ -448,7 +447,6 @@ pub fn authenticate(
     Ok(AuthenticJob {
         job,
         gcode,
-        envelope_sha256: Sha256::digest(bytes).into(),
         signers,
     })
 }
@@ -462,11 +460,6 @@ impl AuthenticJob {
     /// The decompressed G-code, whose hash matched.
     pub fn gcode(&self) -> &[u8] {
         &self.gcode
-    }
-
-    /// SHA-256 of the whole signed envelope (the job's identity in the ledger).
-    pub fn envelope_sha256(&self) -> [u8; 32] {
-        self.envelope_sha256
     }
 
     /// The `jobs` keys whose signatures verified.

@@ -30,8 +30,6 @@
 //! value bit for bit. A command is written as its letter and code, then each parameter, separated
 //! by one space, in the order X Y Z E F and then alphabetical: `G1 X10.5 Y-0.25 E0.0123 F1800`.
 
-use std::fmt::Write as _;
-
 use crate::policy::ReasonCode;
 
 /// Longest accepted line, in bytes, without its line ending.
@@ -318,11 +316,31 @@ impl Decimal {
         }
         let abs = self.mantissa.unsigned_abs();
         let div = POW10_U64.get(usize::from(self.scale)).copied().unwrap_or(1);
-        let _ = write!(out, "{}", abs / div);
+        push_digits(out, abs / div, 1);
         if self.scale > 0 {
-            let width = usize::from(self.scale);
-            let _ = write!(out, ".{:0width$}", abs % div);
+            out.push('.');
+            push_digits(out, abs % div, usize::from(self.scale));
         }
+    }
+}
+
+/// Appends `v` in decimal, left-padded with zeros to at least `width` digits (at most 20). The
+/// canonical form is written once per command sent, so this avoids the `fmt` machinery.
+fn push_digits(out: &mut String, mut v: u64, width: usize) {
+    let mut buf = [b'0'; 20];
+    let mut start = buf.len();
+    while v > 0 && start > 0 {
+        start -= 1;
+        if let Some(d) = buf.get_mut(start) {
+            // `v % 10` < 10: always one decimal digit.
+            let digit = (v % 10) as u8;
+            *d = b'0' + digit;
+        }
+        v /= 10;
+    }
+    let start = start.min(buf.len().saturating_sub(width.max(1)));
+    for &b in buf.get(start..).unwrap_or(&[]) {
+        out.push(char::from(b));
     }
 }
 
@@ -450,7 +468,7 @@ impl Command {
     /// Appends the canonical text form (without line ending).
     pub fn write_canonical(&self, out: &mut String) {
         out.push(char::from(self.letter));
-        let _ = write!(out, "{}", self.code);
+        push_digits(out, u64::from(self.code), 1);
         let mut sorted = self.params;
         let n = usize::from(self.len);
         if let Some(used) = sorted.get_mut(..n) {
