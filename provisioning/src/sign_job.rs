@@ -64,48 +64,42 @@ pub struct SignedJobSummary {
     pub expires_at: u64,
 }
 
-/// A policy file as the hub binds it: id, version and the SHA-256 of the exact bytes.
+/// A policy file as the hub binds it: the validated design space, its id and version, and the
+/// SHA-256 of the exact bytes (all from one parse, by the gateway's own [`HeldPolicy`]).
 #[derive(Debug, Clone)]
 pub struct PolicyFile {
     /// Where it was read from.
     pub path: PathBuf,
-    /// Its bytes.
-    pub bytes: Vec<u8>,
-    /// Declared id.
-    pub id: String,
-    /// Declared version.
-    pub version: u32,
+    /// The parsed policy and the hash of its bytes.
+    pub held: HeldPolicy,
 }
 
 impl PolicyFile {
-    /// Reads a policy file and its identity.
+    /// Reads and validates a policy file.
     pub fn read(path: &Path) -> Result<Self> {
         let bytes =
             fs::read(path).with_context(|| format!("cannot read policy {}", path.display()))?;
-        let text = std::str::from_utf8(&bytes).context("policy is not UTF-8")?;
-        let table: toml::Table = toml::from_str(text)
-            .with_context(|| format!("{} is not valid TOML", path.display()))?;
-        let id = table
-            .get("id")
-            .and_then(toml::Value::as_str)
-            .with_context(|| format!("{} has no `id`", path.display()))?
-            .to_owned();
-        let version = table
-            .get("version")
-            .and_then(toml::Value::as_integer)
-            .and_then(|v| u32::try_from(v).ok())
-            .with_context(|| format!("{} has no valid `version`", path.display()))?;
+        let held =
+            HeldPolicy::from_bytes(&bytes).with_context(|| format!("policy {}", path.display()))?;
         Ok(Self {
             path: path.to_path_buf(),
-            bytes,
-            id,
-            version,
+            held,
         })
+    }
+
+    /// Declared id.
+    pub fn id(&self) -> &str {
+        self.held.policy().id()
+    }
+
+    /// Declared version.
+    pub fn version(&self) -> u32 {
+        self.held.policy().version()
     }
 
     /// SHA-256 of the file's bytes.
     pub fn sha256(&self) -> [u8; 32] {
-        Sha256::digest(&self.bytes).into()
+        self.held.sha256()
     }
 }
 
@@ -122,27 +116,25 @@ pub fn sign_job(home: &HubHome, req: &SignJobRequest, out: &Path) -> Result<Sign
         .clone()
         .unwrap_or_else(|| req.policy_dir.join(format!("{}.toml", rx.policy.id)));
     let policy = PolicyFile::read(&policy_path)?;
-    let held = HeldPolicy::from_bytes(&policy.bytes)
-        .with_context(|| format!("policy {}", policy.path.display()))?;
-    if policy.id != rx.policy.id || policy.version != rx.policy.version {
+    if policy.id() != rx.policy.id || policy.version() != rx.policy.version {
         bail!(
             "the prescription names policy {} v{}, but {} is {} v{}",
             rx.policy.id,
             rx.policy.version,
             policy.path.display(),
-            policy.id,
-            policy.version
+            policy.id(),
+            policy.version()
         );
     }
 
     // The hub never signs what its own design space refuses: run the gateway's check first.
-    let report = dosegate_core::policy::check(held.policy(), &rx, &gcode);
+    let report = dosegate_core::policy::check(policy.held.policy(), &rx, &gcode);
     if !report.accepted() {
         let reasons: Vec<String> = report.reasons.iter().map(ToString::to_string).collect();
         bail!(
             "the G-code is outside policy {} v{}; not signed:\n  {}",
-            policy.id,
-            policy.version,
+            policy.id(),
+            policy.version(),
             reasons.join("\n  ")
         );
     }
@@ -173,8 +165,8 @@ pub fn sign_job(home: &HubHome, req: &SignJobRequest, out: &Path) -> Result<Sign
         gcode_sha256: hex::encode(gcode_sha256),
         policy: format!(
             "{} v{} ({})",
-            policy.id,
-            policy.version,
+            policy.id(),
+            policy.version(),
             hex::encode(policy.sha256())
         ),
         bytes: bytes.len(),
@@ -222,9 +214,9 @@ fn build_job(
         job_id: job_id.clone(),
         models: rx.models.clone(),
         policy: JobPolicy {
-            id: policy.id.clone(),
+            id: policy.id().to_owned(),
             sha256: policy.sha256(),
-            version: policy.version,
+            version: policy.version(),
         },
         issued_at: req.now,
         expires_at: req.now.saturating_add(req.valid_for_s),

@@ -21,7 +21,8 @@ use coset::{
     AsCborValue, CborSerializable, CoseSign1, CoseSign1Builder, Header, HeaderBuilder, Label,
     TaggedCborSerializable, iana,
 };
-use p256::ecdsa::signature::{Signer as _, Verifier as _};
+use p256::ecdsa::signature::Signer as _;
+use p256::ecdsa::signature::hazmat::PrehashVerifier as _;
 use p256::ecdsa::{Signature, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -100,24 +101,17 @@ impl PublicKey {
 
     /// Verifies an ES256 signature (64-byte r‖s) over `message`.
     pub fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
-        let Ok(sig) = Signature::from_slice(signature) else {
-            return false;
-        };
-        // Only low-S signatures are accepted, so a signature has one valid form.
-        if sig.normalize_s().is_some() {
-            return false;
-        }
-        self.key.verify(message, &sig).is_ok()
+        self.verify_digest(&Sha256::digest(message).into(), signature)
     }
 }
 
 impl PublicKey {
     /// Verifies an ES256 signature given the SHA-256 digest of the signed bytes.
     pub fn verify_digest(&self, digest: &[u8; 32], signature: &[u8]) -> bool {
-        use p256::ecdsa::signature::hazmat::PrehashVerifier as _;
         let Ok(sig) = Signature::from_slice(signature) else {
             return false;
         };
+        // Only low-S signatures are accepted, so a signature has one valid form.
         if sig.normalize_s().is_some() {
             return false;
         }
