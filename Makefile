@@ -1,6 +1,6 @@
 # DoseGate — the two commands of the README, and the steps they are made of.
 #
-#   make demo   a whole job cycle locally (until the fleet link lands: sign and check a job offline)
+#   make demo   a whole job cycle locally: hub, broker, gateway with swtpm and simulated devices
 #   make test   the whole test suite, as CI runs it (installs what it needs first)
 #
 # Every step is a plain script under scripts/ so it can be run and read on its own.

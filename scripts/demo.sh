@@ -1,56 +1,177 @@
 #!/usr/bin/env bash
-# make demo: a job cycle on this machine, with throwaway keys under build/demo/.
+# make demo: one whole job cycle on this machine, with throwaway keys and state under build/demo/.
 #
-# Today it runs the hub side and the gateway's intake check offline: create a hub, sign a job for
-# gateway spoke-01 from a printlet's G-code and a prescription, verify it as the gateway would, then
-# show how the gateway refuses the same job tampered with, sent to another gateway, or replayed.
-# (The printer link, PAT release, ledger and MQTT legs join this script as they land.)
+#   hub      dosegate-hub: trust root, fleet PKI, broker configuration, signs a job from real
+#            PrusaSlicer output, publishes it, stores the gateway's sealed events and receipts them
+#   broker   mosquitto: TLS 1.3, client certificates, per-gateway ACL
+#   gateway  dosegate run: swtpm as its TPM, the simulated Marlin printer on a pty, the simulated
+#            spectrometer on a drop folder serving real NIR tablet spectra from ../shared/data/pat
+#
+# The gateway verifies the job, prints it, measures the unit, decides the release with the PLS
+# model, and the hub receipts the sealed release record. Then the demo shows the gateway refusing
+# the same job replayed and a tampered copy, prints a summary, and stops everything it started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bin=target/release
-demo=build/demo
-rm -rf "$demo" && mkdir -p "$demo"
-
-say() { printf '\n== %s\n' "$*"; }
+root=$PWD
+bin=$root/target/release
+demo=${DEMO_DIR:-$root/build/demo}
+gw=spoke-01
+data=${PAT_DATA:-$root/../shared/data/pat}
 gcode=gateway/core/tests/data/gcode/slicer/hctz-cylinder-7.2x2.6.gcode   # real PrusaSlicer output
 policy=policies/fdm-hctz-printlet.toml
-rx=provisioning/examples/prescription-hctz.toml
+rx=provisioning/examples/prescription-demo.toml
+timeout_s=${DEMO_TIMEOUT_S:-180}
 
-say "hub: create keys and a trust root"
-"$bin/dosegate-hub" init --dir "$demo/hub" --hub-id hub.demo --jobs-keys 2 --jobs-threshold 2
+rm -rf "$demo" && mkdir -p "$demo"/{state,spectra}
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+say() { printf '\n== %s\n' "$*"; }
+die() { echo "demo: $*" >&2; for f in gateway.log hub.log; do [ -f "$demo/$f" ] && { echo "--- $f (tail)"; tail -n 30 "$demo/$f"; }; done >&2; exit 1; }
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# wait_for SECONDS DESCRIPTION COMMAND...: polls COMMAND every 0.2 s.
+wait_for() {
+    local t=$1 what=$2; shift 2
+    local end=$((SECONDS + t))
+    until "$@" >/dev/null 2>&1; do
+        [ $SECONDS -lt $end ] || die "timed out after ${t}s waiting for $what"
+        sleep 0.2
+    done
+}
+[ -f "$data/dyrby2002_nir_cal.csv" ] || die "PAT data not found at $data (set PAT_DATA)"
 
-say "hub: sign a job for spoke-01"
+say "hub: trust root (jobs 2-of-2), fleet PKI, gateway certificate, broker configuration"
+"$bin/dosegate-hub" init --dir "$demo/hub" --hub-id hub.demo --jobs-keys 2 --jobs-threshold 2 >/dev/null
+"$bin/dosegate-hub" fleet pki-init --hub "$demo/hub" >/dev/null
+"$bin/dosegate-hub" fleet enroll --hub "$demo/hub" --gateway-id "$gw"
+broker_port=$(free_port)
+"$bin/dosegate-hub" fleet broker-config --hub "$demo/hub" --dir "$demo/broker" --port "$broker_port" \
+    --user "$(id -un)" >/dev/null
+
+say "broker: mosquitto on 127.0.0.1:$broker_port (TLS 1.3, client certificates)"
+mosquitto -c "$demo/broker/mosquitto.conf" >"$demo/broker.log" 2>&1 &
+pids+=($!)
+wait_for 10 "the broker" bash -c "exec 3<>/dev/tcp/127.0.0.1/$broker_port"
+
+say "gateway devices: swtpm, printer simulator (pty), spectrometer simulator (drop folder)"
+tpm_port=$(free_port)
+mkdir -p "$demo/tpm"
+swtpm socket --tpm2 --server "type=tcp,port=$tpm_port,bindaddr=127.0.0.1" \
+    --ctrl "type=tcp,port=$((tpm_port + 1)),bindaddr=127.0.0.1" \
+    --flags not-need-init,startup-clear --tpmstate "dir=$demo/tpm" >"$demo/swtpm.log" 2>&1 &
+pids+=($!)
+"$bin/dosegate-printer-sim" --link "$demo/printer" --latency-ms 1 --heat-rate 200 \
+    --exec-log "$demo/printer-executed.gcode" >"$demo/printer.pty" 2>"$demo/printer.log" &
+pids+=($!)
+wait_for 10 "the printer pty" test -s "$demo/printer.pty"
+printer_dev=$(head -n1 "$demo/printer.pty")
+"$bin/dosegate-spectrometer-sim" --drop "$demo/spectra" --csv "$data/dyrby2002_nir_cal.csv" \
+    --near 8.0 --within 0.1 2>"$demo/spectrometer.log" &
+pids+=($!)
+wait_for 10 "swtpm" bash -c "exec 3<>/dev/tcp/127.0.0.1/$tpm_port"
+
+cat >"$demo/gateway.toml" <<EOF
+# Written by scripts/demo.sh: the demo gateway. Insecure development overrides (software TPM,
+# file TLS key) are in [insecure]; the gateway warns about them on every start.
+gateway_id = "$gw"
+
+[paths]
+state_dir = "$demo/state"
+
+[printer]
+serial = "$printer_dev"
+
+[tpm]
+device = "/dev/tpmrm0"
+
+[holdings]
+trust_root = "$demo/hub/trust-root.cbor"
+policies_dir = "$root/policies"
+models_dir = "$root/models"
+
+[fleet]
+broker_host = "localhost"
+broker_port = $broker_port
+ca = "$demo/hub/pki/ca.pem"
+cert = "$demo/hub/pki/gateways/$gw.pem"
+keep_alive_s = 10
+resend_after_s = 5
+
+[spectrometer]
+drop_dir = "$demo/spectra"
+timeout_s = 60
+
+[insecure]
+tls_key = "$demo/hub/pki/gateways/$gw.key"
+tpm_tcti = "swtpm:host=127.0.0.1,port=$tpm_port"
+EOF
+
+say "hub: serving the fleet (stores events, sends receipts)"
+"$bin/dosegate-hub" fleet serve --hub "$demo/hub" --broker "localhost:$broker_port" --json \
+    >"$demo/hub-events.jsonl" 2>"$demo/hub.log" &
+pids+=($!)
+
+say "gateway: dosegate run --config $demo/gateway.toml"
+"$bin/dosegate" run --config "$demo/gateway.toml" --json 2>"$demo/gateway.log" &
+gateway_pid=$!
+pids+=($gateway_pid)
+wait_for 30 "the gateway's birth message at the hub" grep -q '"birth"' "$demo/hub-events.jsonl"
+
+say "hub: sign a job for $gw from the printlet's G-code and the prescription"
 "$bin/dosegate-hub" sign-job --hub "$demo/hub" --gcode "$gcode" --prescription "$rx" \
-    --policy "$policy" --gateway-id spoke-01 --out "$demo/job.cose" --compress
+    --policy "$policy" --gateway-id "$gw" --out "$demo/job.cose" --compress
+"$bin/dosegate-hub" fleet publish-job --hub "$demo/hub" --broker "localhost:$broker_port" \
+    --gateway-id "$gw" --job "$demo/job.cose"
 
-say "gateway spoke-01: check the job"
-"$bin/dosegate" check-job "$demo/job.cose" --trust "$demo/hub/trust-root.cbor" \
-    --policy "$policy" --gateway-id spoke-01
+say "gateway: verify → print → measure → release (waiting up to ${timeout_s}s)"
+job_done() { grep '"job done"' "$demo/gateway.log" | tail -n1; }
+wait_for "$timeout_s" "the job's final event" bash -c "grep -q '\"job done\"' '$demo/gateway.log'"
+final_seq=$(job_done | python3 -c 'import json,sys; print(json.load(sys.stdin)["fields"]["seq"])')
+receipted() {
+    python3 - "$demo/hub-events.jsonl" "$1" <<'PY'
+import json, sys
+want = int(sys.argv[2])
+seqs = [e["seq"] for e in map(json.loads, open(sys.argv[1])) if e.get("kind") == "receipted"]
+sys.exit(0 if any(s >= want for s in seqs) else 1)
+PY
+}
+wait_for 60 "the hub's receipt for ledger record $final_seq" receipted "$final_seq"
 
-say "attacker: flip one byte of the signed job"
+say "attacker: the same job published again (replay), and a copy with one byte flipped"
+"$bin/dosegate-hub" fleet publish-job --hub "$demo/hub" --broker "localhost:$broker_port" \
+    --gateway-id "$gw" --job "$demo/job.cose" >/dev/null
 python3 - "$demo/job.cose" "$demo/tampered.cose" <<'PY'
 import sys
 data = bytearray(open(sys.argv[1], "rb").read())
 data[len(data) // 2] ^= 0x01
 open(sys.argv[2], "wb").write(data)
 PY
-set +e
-"$bin/dosegate" check-job "$demo/tampered.cose" --trust "$demo/hub/trust-root.cbor" \
-    --policy "$policy" --gateway-id spoke-01
-echo "(exit $?)"
+"$bin/dosegate-hub" fleet publish-job --hub "$demo/hub" --broker "localhost:$broker_port" \
+    --gateway-id "$gw" --job "$demo/tampered.cose" >/dev/null
+wait_for 60 "both refusals" bash -c "[ \$(grep -c '\"job done\"' '$demo/gateway.log') -ge 3 ]"
+last_seq=$(job_done | python3 -c 'import json,sys; print(json.load(sys.stdin)["fields"]["seq"])')
+wait_for 60 "the hub's receipt for ledger record $last_seq" receipted "$last_seq"
 
-say "gateway spoke-02 receives spoke-01's job"
-"$bin/dosegate" check-job "$demo/job.cose" --trust "$demo/hub/trust-root.cbor" \
-    --policy "$policy" --gateway-id spoke-02
-echo "(exit $?)"
+say "stopping the gateway (SIGTERM) and the hub"
+kill -TERM "$gateway_pid"
+wait "$gateway_pid" || die "the gateway did not stop cleanly"
+"$bin/dosegate-hub" fleet status --hub "$demo/hub" --json >"$demo/hub-status.json"
+cleanup
+trap - EXIT
 
-say "the same job delivered twice"
-job_id=$("$bin/dosegate" check-job "$demo/job.cose" --trust "$demo/hub/trust-root.cbor" \
-    --policy "$policy" --gateway-id spoke-01 --json | python3 -c 'import json,sys; j=json.load(sys.stdin)["job"]; print(j["seq"], j["job_id"])')
-echo "$job_id" > "$demo/history"
-"$bin/dosegate" check-job "$demo/job.cose" --trust "$demo/hub/trust-root.cbor" \
-    --policy "$policy" --gateway-id spoke-01 --history "$demo/history"
-echo "(exit $?)"
-set -e
-
-say "done: files are in $demo/"
+say "summary"
+python3 - "$demo" <<'PY'
+import json, sys, os
+demo = sys.argv[1]
+reports = [json.loads(json.loads(l)["fields"]["report"]) for l in open(os.path.join(demo, "gateway.log")) if '"job done"' in l]
+for r in reports:
+    doses = ", ".join("-" if d is None else f"{d:.2f} mg" for d in r["doses_mg"]) or "-"
+    codes = ", ".join(r["codes"]) or "-"
+    print(f"  {r['key']:<34} {r['stage']:<11} dose {doses:<10} codes {codes}  (verified in {r['verify_ms']:.1f} ms; ledger seq {r['seq']})")
+hub = json.load(open(os.path.join(demo, "hub-status.json")))
+print("  hub:", json.dumps(hub, separators=(",", ":"))[:400])
+print(f"  files: {demo}/  gateway.log  hub-events.jsonl  state/ledger/  printer-executed.gcode  spectra/")
+PY

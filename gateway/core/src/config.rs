@@ -63,6 +63,22 @@ pub enum ConfigError {
         /// The value.
         value: String,
     },
+    /// A number is outside its range.
+    #[error("{field} = {value} is outside {}..={}", range.min, range.max)]
+    OutOfRange {
+        /// The key, e.g. `fleet.keep_alive_s`.
+        field: &'static str,
+        /// The value.
+        value: u64,
+        /// The accepted range.
+        range: Range,
+    },
+    /// The broker host is not a DNS name or IP address the TLS certificate could name.
+    #[error("fleet.broker_host = {value:?} is not a host name (1–253 of a–z A–Z 0–9 . -)")]
+    BadHost {
+        /// The value.
+        value: String,
+    },
     /// The printer's baud rate is not one Marlin boards use.
     #[error("printer.baud = {value} is not one of {allowed:?}")]
     BadBaud {
@@ -71,6 +87,15 @@ pub enum ConfigError {
         /// The accepted rates.
         allowed: &'static [u32],
     },
+}
+
+/// A number outside its accepted range.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Range {
+    /// Smallest accepted value.
+    pub min: u64,
+    /// Largest accepted value.
+    pub max: u64,
 }
 
 /// Baud rates Marlin boards are built with.
@@ -132,9 +157,69 @@ pub struct Tpm {
 /// Development overrides. Its presence alone makes the daemon warn at every start; the overrides
 /// themselves arrive with the modules they weaken (software keys with the TPM adapter, plain TCP
 /// with the fleet link), and until then the table accepts no keys.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Insecure {}
+/// Where the signed material the gateway holds lives (read-only on the appliance).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holdings {
+    /// The pinned hub trust root (`trust-root.cbor`).
+    pub trust_root: PathBuf,
+    /// Policies, one `<id>.toml` per product × printer.
+    pub policies_dir: PathBuf,
+    /// PAT models, one `<id>.cbor` each.
+    pub models_dir: PathBuf,
+}
+
+/// The fleet link: the hub's broker and this gateway's certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fleet {
+    /// The broker's host name (must match its certificate).
+    pub broker_host: String,
+    /// The broker's TLS port.
+    pub broker_port: u16,
+    /// The fleet CA certificate (PEM) that signed the broker's certificate.
+    pub ca: PathBuf,
+    /// This gateway's client certificate (PEM), issued for its TPM-held key.
+    pub cert: PathBuf,
+    /// MQTT keep-alive, seconds.
+    pub keep_alive_s: u64,
+    /// Events not receipted after this long are published again, seconds.
+    pub resend_after_s: u64,
+    /// New jobs are refused while the oldest unreceipted event is older than this, seconds.
+    pub max_backlog_age_s: u64,
+}
+
+/// Limits applied to incoming jobs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Jobs {
+    /// Clock skew tolerated on a job's `issued_at`, seconds.
+    pub clock_skew_s: u64,
+}
+
+/// The spectrometer's drop folder (the vendor software's export directory).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpectrometerConfig {
+    /// The folder the gateway writes measurement requests to and reads JCAMP-DX exports from.
+    pub drop_dir: PathBuf,
+    /// How long to wait for every unit's spectrum after printing, seconds.
+    pub timeout_s: u64,
+}
+
+/// The balance, when the spoke has one on a serial port (MT-SICS).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BalanceConfig {
+    /// Its serial device.
+    pub serial: PathBuf,
+}
+
+/// Dangerous development overrides. Each one replaces a hardware root of trust with software:
+/// a gateway with any of them must never release a dose to a patient.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Insecure {
+    /// The mTLS client key as a PKCS#8 PEM file instead of the TPM.
+    pub tls_key: Option<PathBuf>,
+    /// A TSS TCTI for a software TPM (e.g. `swtpm:host=127.0.0.1,port=2321`) instead of
+    /// `tpm.device`.
+    pub tpm_tcti: Option<String>,
+}
 
 /// A validated gateway configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -147,6 +232,16 @@ pub struct Config {
     pub printer: Printer,
     /// The TPM.
     pub tpm: Tpm,
+    /// The trust root, policies and models this gateway holds.
+    pub holdings: Holdings,
+    /// The fleet link; `None`: not connected to a hub (no job can arrive).
+    pub fleet: Option<Fleet>,
+    /// Limits on incoming jobs.
+    pub jobs: Jobs,
+    /// The spectrometer; `None`: units cannot be measured, so none is released.
+    pub spectrometer: Option<SpectrometerConfig>,
+    /// The balance; `None`: % w/w predictions use the nominal unit mass.
+    pub balance: Option<BalanceConfig>,
     /// `Some` when the `[insecure]` table is present.
     pub insecure: Option<Insecure>,
 }
@@ -158,7 +253,118 @@ struct RawConfig {
     paths: RawPaths,
     printer: RawPrinter,
     tpm: RawTpm,
-    insecure: Option<Insecure>,
+    #[serde(default)]
+    holdings: RawHoldings,
+    fleet: Option<RawFleet>,
+    #[serde(default)]
+    jobs: RawJobs,
+    spectrometer: Option<RawSpectrometer>,
+    balance: Option<RawBalance>,
+    insecure: Option<RawInsecure>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHoldings {
+    #[serde(default = "default_trust_root")]
+    trust_root: String,
+    #[serde(default = "default_policies_dir")]
+    policies_dir: String,
+    #[serde(default = "default_models_dir")]
+    models_dir: String,
+}
+
+impl Default for RawHoldings {
+    fn default() -> Self {
+        Self {
+            trust_root: default_trust_root(),
+            policies_dir: default_policies_dir(),
+            models_dir: default_models_dir(),
+        }
+    }
+}
+
+fn default_trust_root() -> String {
+    "/etc/dosegate/trust-root.cbor".to_owned()
+}
+fn default_policies_dir() -> String {
+    "/etc/dosegate/policies".to_owned()
+}
+fn default_models_dir() -> String {
+    "/usr/share/dosegate/models".to_owned()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFleet {
+    broker_host: String,
+    #[serde(default = "default_broker_port")]
+    broker_port: u16,
+    ca: String,
+    cert: String,
+    #[serde(default = "default_keep_alive")]
+    keep_alive_s: u64,
+    #[serde(default = "default_resend_after")]
+    resend_after_s: u64,
+    #[serde(default = "default_backlog_age")]
+    max_backlog_age_s: u64,
+}
+
+fn default_broker_port() -> u16 {
+    8883
+}
+fn default_keep_alive() -> u64 {
+    30
+}
+fn default_resend_after() -> u64 {
+    30
+}
+fn default_backlog_age() -> u64 {
+    24 * 3600
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawJobs {
+    #[serde(default = "default_skew")]
+    clock_skew_s: u64,
+}
+
+impl Default for RawJobs {
+    fn default() -> Self {
+        Self {
+            clock_skew_s: default_skew(),
+        }
+    }
+}
+
+fn default_skew() -> u64 {
+    300
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSpectrometer {
+    drop_dir: String,
+    #[serde(default = "default_measure_timeout")]
+    timeout_s: u64,
+}
+
+fn default_measure_timeout() -> u64 {
+    900
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBalance {
+    serial: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawInsecure {
+    tls_key: Option<String>,
+    tpm_tcti: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -218,7 +424,97 @@ impl Config {
             tpm: Tpm {
                 device: device("tpm.device", &raw.tpm.device)?,
             },
-            insecure: raw.insecure,
+            holdings: Holdings {
+                trust_root: absolute("holdings.trust_root", &raw.holdings.trust_root)?,
+                policies_dir: absolute("holdings.policies_dir", &raw.holdings.policies_dir)?,
+                models_dir: absolute("holdings.models_dir", &raw.holdings.models_dir)?,
+            },
+            fleet: raw.fleet.map(fleet).transpose()?,
+            jobs: Jobs {
+                clock_skew_s: ranged("jobs.clock_skew_s", raw.jobs.clock_skew_s, 0, 3600)?,
+            },
+            spectrometer: raw
+                .spectrometer
+                .map(|s| -> Result<_, ConfigError> {
+                    Ok(SpectrometerConfig {
+                        drop_dir: absolute("spectrometer.drop_dir", &s.drop_dir)?,
+                        timeout_s: ranged("spectrometer.timeout_s", s.timeout_s, 1, 86_400)?,
+                    })
+                })
+                .transpose()?,
+            balance: raw
+                .balance
+                .map(|b| -> Result<_, ConfigError> {
+                    Ok(BalanceConfig {
+                        serial: device("balance.serial", &b.serial)?,
+                    })
+                })
+                .transpose()?,
+            insecure: raw.insecure.map(insecure).transpose()?,
+        })
+    }
+}
+
+fn fleet(raw: RawFleet) -> Result<Fleet, ConfigError> {
+    let host_ok = !raw.broker_host.is_empty()
+        && raw.broker_host.len() <= 253
+        && raw
+            .broker_host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b':');
+    if !host_ok {
+        return Err(ConfigError::BadHost {
+            value: raw.broker_host,
+        });
+    }
+    ranged("fleet.broker_port", u64::from(raw.broker_port), 1, 65_535)?;
+    Ok(Fleet {
+        broker_host: raw.broker_host,
+        broker_port: raw.broker_port,
+        ca: absolute("fleet.ca", &raw.ca)?,
+        cert: absolute("fleet.cert", &raw.cert)?,
+        keep_alive_s: ranged("fleet.keep_alive_s", raw.keep_alive_s, 5, 3600)?,
+        resend_after_s: ranged("fleet.resend_after_s", raw.resend_after_s, 1, 3600)?,
+        max_backlog_age_s: ranged(
+            "fleet.max_backlog_age_s",
+            raw.max_backlog_age_s,
+            60,
+            30 * 24 * 3600,
+        )?,
+    })
+}
+
+fn insecure(raw: RawInsecure) -> Result<Insecure, ConfigError> {
+    let tls_key = raw
+        .tls_key
+        .map(|k| absolute("insecure.tls_key", &k))
+        .transpose()?;
+    if let Some(t) = &raw.tpm_tcti {
+        let ok = t.starts_with("swtpm:")
+            && t.len() <= MAX_PATH_LEN
+            && t.bytes().all(|b| b.is_ascii_graphic());
+        if !ok {
+            return Err(ConfigError::Syntax {
+                reason: format!(
+                    "insecure.tpm_tcti = {t:?} must be an swtpm TCTI (swtpm:host=…,port=…)"
+                ),
+            });
+        }
+    }
+    Ok(Insecure {
+        tls_key,
+        tpm_tcti: raw.tpm_tcti,
+    })
+}
+
+fn ranged(field: &'static str, value: u64, min: u64, max: u64) -> Result<u64, ConfigError> {
+    if (min..=max).contains(&value) {
+        Ok(value)
+    } else {
+        Err(ConfigError::OutOfRange {
+            field,
+            value,
+            range: Range { min, max },
         })
     }
 }
@@ -299,7 +595,7 @@ device = "/dev/tpmrm0"
     #[test]
     fn notes_an_empty_insecure_table() {
         let cfg = Config::parse(&format!("{GOOD}\n[insecure]\n")).expect("valid");
-        assert_eq!(cfg.insecure, Some(Insecure {}));
+        assert_eq!(cfg.insecure, Some(Insecure::default()));
     }
 
     #[test]
@@ -403,6 +699,98 @@ device = "/dev/tpmrm0"
                 allowed: BAUD_RATES
             })
         );
+    }
+
+    const FULL: &str = r#"
+[holdings]
+trust_root = "/etc/dosegate/trust-root.cbor"
+policies_dir = "/etc/dosegate/policies"
+models_dir = "/usr/share/dosegate/models"
+
+[fleet]
+broker_host = "hub.example.org"
+ca = "/etc/dosegate/fleet-ca.pem"
+cert = "/etc/dosegate/gateway.pem"
+
+[jobs]
+clock_skew_s = 120
+
+[spectrometer]
+drop_dir = "/var/lib/dosegate/spectra"
+
+[balance]
+serial = "/dev/ttyUSB1"
+
+[insecure]
+tls_key = "/var/lib/dosegate/dev-tls.key"
+tpm_tcti = "swtpm:host=127.0.0.1,port=2321"
+"#;
+
+    #[test]
+    fn reads_every_section_with_defaults() {
+        let cfg = Config::parse(&format!("{GOOD}{FULL}")).expect("valid");
+        let fleet = cfg.fleet.expect("fleet");
+        assert_eq!(fleet.broker_port, 8883);
+        assert_eq!(fleet.keep_alive_s, 30);
+        assert_eq!(cfg.jobs.clock_skew_s, 120);
+        assert_eq!(cfg.spectrometer.expect("spectrometer").timeout_s, 900);
+        assert_eq!(
+            cfg.balance.expect("balance").serial,
+            PathBuf::from("/dev/ttyUSB1")
+        );
+        let insecure = cfg.insecure.expect("insecure");
+        assert_eq!(
+            insecure.tpm_tcti.as_deref(),
+            Some("swtpm:host=127.0.0.1,port=2321")
+        );
+        let bare = Config::parse(GOOD).expect("valid");
+        assert_eq!(bare.fleet, None);
+        assert_eq!(
+            bare.holdings.policies_dir,
+            PathBuf::from("/etc/dosegate/policies")
+        );
+        assert_eq!(bare.jobs.clock_skew_s, 300);
+    }
+
+    #[test]
+    fn refuses_out_of_range_numbers_bad_hosts_and_foreign_tctis() {
+        let full = format!("{GOOD}{FULL}");
+        for (old, new, code) in [
+            (
+                "clock_skew_s = 120",
+                "clock_skew_s = 7200",
+                "jobs.clock_skew_s",
+            ),
+            (
+                "cert = \"/etc/dosegate/gateway.pem\"",
+                "cert = \"/etc/dosegate/gateway.pem\"\nkeep_alive_s = 1",
+                "fleet.keep_alive_s",
+            ),
+            (
+                "drop_dir = \"/var/lib/dosegate/spectra\"",
+                "drop_dir = \"/var/lib/dosegate/spectra\"\ntimeout_s = 0",
+                "spectrometer.timeout_s",
+            ),
+        ] {
+            let err = Config::parse(&full.replacen(old, new, 1)).unwrap_err();
+            assert!(
+                matches!(&err, ConfigError::OutOfRange { field, .. } if *field == code),
+                "{err}"
+            );
+        }
+        let err = Config::parse(&full.replacen("hub.example.org", "hub example", 1)).unwrap_err();
+        assert!(matches!(err, ConfigError::BadHost { .. }), "{err}");
+        let err =
+            Config::parse(&full.replacen("swtpm:host", "device:/dev/tpm0 host", 1)).unwrap_err();
+        assert!(matches!(err, ConfigError::Syntax { .. }), "{err}");
+        let err = Config::parse(&full.replacen("/dev/ttyUSB1", "/etc/ttyUSB1", 1)).unwrap_err();
+        assert!(matches!(
+            err,
+            ConfigError::NotADevice {
+                field: "balance.serial",
+                ..
+            }
+        ));
     }
 
     #[test]

@@ -36,6 +36,7 @@ pub mod inference;
 pub mod instrument;
 pub mod job;
 pub mod ledger;
+pub mod lifecycle;
 pub mod policy;
 pub mod prescription;
 pub mod printlet;

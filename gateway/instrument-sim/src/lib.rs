@@ -8,4 +8,5 @@
 //! core's codec run unchanged against them.
 
 pub mod balance;
+pub mod dropfolder;
 pub mod spectrometer;

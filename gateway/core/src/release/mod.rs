@@ -154,6 +154,40 @@ pub enum Decision {
 }
 
 impl Decision {
+    /// The dose estimate, when the unit got one (released, or rejected for its dose).
+    pub fn dose(&self) -> Option<&DoseEstimate> {
+        match self {
+            Self::Released { dose }
+            | Self::ReleasedWithWarning { dose, .. }
+            | Self::Rejected {
+                reason: RejectReason::DoseOutOfSpecification { dose, .. },
+            } => Some(dose),
+            Self::Quarantined { .. }
+            | Self::Rejected {
+                reason: RejectReason::MassOutOfSpecification { .. },
+            } => None,
+        }
+    }
+
+    /// Stable code: `released`, `released-with-warning`, or the quarantine or reject reason's.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Released { .. } => "released",
+            Self::ReleasedWithWarning { .. } => "released-with-warning",
+            Self::Quarantined { reason } => match reason {
+                QuarantineReason::OutOfDomain { .. } => "out-of-domain",
+                QuarantineReason::AxisMismatch { .. } => "axis-mismatch",
+                QuarantineReason::NotMeasured => "not-measured",
+                QuarantineReason::DuplicateMeasurement { .. } => "duplicate-measurement",
+                QuarantineReason::ImplausibleMass { .. } => "implausible-mass",
+            },
+            Self::Rejected { reason } => match reason {
+                RejectReason::DoseOutOfSpecification { .. } => "dose-out-of-specification",
+                RejectReason::MassOutOfSpecification { .. } => "mass-out-of-specification",
+            },
+        }
+    }
+
     /// True for both release forms.
     pub fn is_released(&self) -> bool {
         matches!(

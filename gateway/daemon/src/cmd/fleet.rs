@@ -7,24 +7,23 @@
 //! (`<ledger>.receipt.cose`) says which records are delivered; every later record in the ledger
 //! goes into the outbox and is published (again) until a receipt covers it.
 
-use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, Result};
 use clap::{Args as ClapArgs, Subcommand};
-use dosegate_core::fleet::{GatewayId, Outbox, OutboxConfig, SoftwareVersion, receipt};
+use dosegate_core::fleet::{GatewayId, OutboxConfig, SoftwareVersion};
 use dosegate_core::ledger::{Event, EventKind};
 use dosegate_core::trust::TrustedRoot;
 use serde::Serialize;
-use sha2::{Digest as _, Sha256};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::cmd::ledger::load_or_create_dev_key;
 use crate::ledger::{InsecureIdentity, Ledger, LedgerOptions};
 use crate::mqtt::{self, Inbound, LedgerEntry, LinkConfig, LinkStatus};
+use crate::outbox::{self, receipt_path, write_receipt};
 use crate::store;
 
 /// Arguments of `dosegate fleet`.
@@ -138,44 +137,6 @@ fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-fn receipt_path(ledger: &Path) -> PathBuf {
-    ledger.with_extension("receipt.cose")
-}
-
-fn write_receipt(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    Ok(())
-}
-
-/// The first seq not yet receipted, from the kept receipt (0 when none or it does not match).
-fn delivered_up_to(
-    path: &Path,
-    root: &TrustedRoot,
-    gw: &GatewayId,
-    records: &[Vec<u8>],
-) -> Result<u64> {
-    let Ok(bytes) = std::fs::read(path) else {
-        return Ok(0);
-    };
-    let r = receipt::verify(&bytes, root, gw)
-        .with_context(|| format!("kept receipt {} does not verify", path.display()))?;
-    let index = usize::try_from(r.seq()).unwrap_or(usize::MAX);
-    match records.get(index) {
-        Some(rec) if <[u8; 32]>::from(Sha256::digest(rec)) == *r.hash() => Ok(r.seq() + 1),
-        _ => {
-            tracing::warn!(
-                seq = r.seq(),
-                "kept receipt does not match the ledger; re-sending everything"
-            );
-            Ok(0)
-        }
-    }
-}
-
 #[allow(clippy::too_many_lines)]
 fn exercise(args: &ExerciseArgs) -> Result<ExitCode> {
     let _ = tracing_subscriber::fmt()
@@ -209,17 +170,17 @@ fn exercise(args: &ExerciseArgs) -> Result<ExitCode> {
         Vec::new()
     };
     let rpath = receipt_path(&args.ledger);
-    let first = delivered_up_to(&rpath, &root, &gw, &existing)?;
-    let mut outbox = Outbox::new(
+    let outbox = outbox::resume(
+        &args.ledger,
+        &root,
+        &gw,
+        &existing,
         OutboxConfig {
             resend_after_ms: args.resend_after_ms,
             ..OutboxConfig::default()
         },
-        first,
-    );
-    for (seq, bytes) in (0u64..).zip(&existing).skip(usize::try_from(first)?) {
-        outbox.push(seq, Sha256::digest(bytes).into(), bytes.clone(), now_ms())?;
-    }
+        now_ms(),
+    )?;
 
     let identity = InsecureIdentity::new(load_or_create_dev_key(&args.insecure_dev_key)?);
     let mut ledger = Ledger::open(

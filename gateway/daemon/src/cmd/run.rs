@@ -1,22 +1,44 @@
 //! `dosegate run`: the gateway's long-running mode, started by `dosegate.service`.
 //!
-//! This first slice owns the service lifecycle: read and validate the configuration once, log
-//! the start (with a digest of the configuration, never its contents), warn when `[insecure]` is
-//! present, check the state directory, tell systemd it is ready, and run until SIGTERM or SIGINT,
-//! then exit cleanly. It does not yet talk to the hub, the printer or the TPM: the fleet link and
-//! the job lifecycle extend it in later issues. It only notes whether the devices named in the
-//! configuration exist, so an operator can read it in the journal.
+//! It reads and validates the configuration once, opens the TPM (keys, counter, application PCR)
+//! and measures the gateway's software state into it, opens the ledger (recovering a torn tail
+//! and closing any job a crash left open), and resumes delivery: every ledger record the hub has
+//! not receipted goes back into the outbox. Then it connects to the hub's broker (MQTT v5,
+//! TLS 1.3, client certificate) and runs jobs one at a time through the lifecycle of
+//! [`crate::lifecycle`]: verify, print, measure, decide, each transition one sealed ledger event
+//! published until receipted. It tells systemd it is ready, keeps `<state>/status.json` current
+//! for the health check, and on SIGTERM stops the printer (if printing), records the abort and
+//! exits cleanly.
 
 use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context as _;
+use dosegate_core::attest::Component;
 use dosegate_core::config::{Config, ConfigError, MAX_CONFIG_BYTES};
+use dosegate_core::envelope::Signer;
+use dosegate_core::fleet::{GatewayId, Measurement, OutboxConfig, SoftwareVersion};
+use dosegate_core::job::JobLimits;
+use dosegate_core::stream::{FirmwareCheck, StreamConfig};
+use dosegate_core::trust::TrustedRoot;
 use sha2::{Digest, Sha256};
+use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{info, warn};
 
+use crate::ledger::{Ledger, LedgerOptions, measure_components};
+use crate::lifecycle::{self, JobRunner};
+use crate::mqtt::{self, Inbound, LedgerEntry, LinkConfig, LinkStatus};
 use crate::notify::{self, NotifyError, State};
+use crate::outbox;
+use crate::serial::SerialSettings;
+use crate::stations::{DropFolderStation, SerialPrintStation};
+use crate::store;
+use crate::tpm::{Handles, Tpm, TpmConfig};
 
 const AFTER_HELP: &str = "\
 Examples:
@@ -33,7 +55,10 @@ Exit codes (error codes in brackets, stable):
   3  configuration unreadable [config-unreadable] or invalid [config-invalid]
   4  state directory missing or not a directory [state-dir]
   5  systemd notification failed [notify]
-  6  signal handling or runtime could not start [runtime]";
+  6  signal handling or runtime could not start [runtime]
+  7  TPM unreachable or refused [tpm]
+  8  ledger cannot be opened, verified or written [ledger]
+  9  hub trust root, certificates or keys unusable [fleet-setup]";
 
 /// Run the gateway until stopped (the mode `dosegate.service` starts).
 #[derive(Debug, clap::Args)]
@@ -77,6 +102,12 @@ enum RunError {
     Notify(#[from] NotifyError),
     #[error("cannot start the runtime or install signal handlers")]
     Runtime(#[source] std::io::Error),
+    #[error("TPM")]
+    Tpm(#[source] anyhow::Error),
+    #[error("ledger")]
+    Ledger(#[source] anyhow::Error),
+    #[error("fleet setup")]
+    FleetSetup(#[source] anyhow::Error),
 }
 
 impl RunError {
@@ -87,6 +118,9 @@ impl RunError {
             Self::StateDir { .. } => "state-dir",
             Self::Notify(_) => "notify",
             Self::Runtime(_) => "runtime",
+            Self::Tpm(_) => "tpm",
+            Self::Ledger(_) => "ledger",
+            Self::FleetSetup(_) => "fleet-setup",
         }
     }
 
@@ -96,6 +130,9 @@ impl RunError {
             Self::StateDir { .. } => 4,
             Self::Notify(_) => 5,
             Self::Runtime(_) => 6,
+            Self::Tpm(_) => 7,
+            Self::Ledger(_) => 8,
+            Self::FleetSetup(_) => 9,
         }
     }
 }
@@ -140,8 +177,14 @@ fn error_chain(err: &dyn std::error::Error) -> String {
     text
 }
 
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 fn start(args: &Args) -> Result<(), RunError> {
-    let (config, digest) = load(&args.config)?;
+    let (config, digest, config_bytes) = load(&args.config)?;
     info!(
         gateway_id = config.gateway_id.as_str(),
         version = env!("CARGO_PKG_VERSION"),
@@ -169,30 +212,485 @@ fn start(args: &Args) -> Result<(), RunError> {
         .enable_all()
         .build()
         .map_err(RunError::Runtime)?;
-    runtime.block_on(serve())
+    runtime.block_on(serve(&config, &config_bytes))
 }
 
-async fn serve() -> Result<(), RunError> {
+/// What the gateway holds, read once at start and measured into the application PCR.
+struct Held {
+    root: TrustedRoot,
+    measured: Vec<(Component, Vec<u8>)>,
+}
+
+fn read_holdings(config: &Config, config_bytes: &[u8]) -> Result<Held, RunError> {
+    let setup = |e: anyhow::Error| RunError::FleetSetup(e);
+    let root_path = &config.holdings.trust_root;
+    let root_bytes = std::fs::read(root_path)
+        .with_context(|| format!("cannot read the trust root {}", root_path.display()))
+        .map_err(setup)?;
+    let root = TrustedRoot::pin(&root_bytes, now_ms() / 1000)
+        .with_context(|| format!("trust root {} refused", root_path.display()))
+        .map_err(setup)?;
+    let binary = std::env::current_exe()
+        .and_then(std::fs::read)
+        .context("cannot read the gateway binary to measure it")
+        .map_err(setup)?;
+    let mut measured = vec![
+        (Component::Binary, binary),
+        (Component::Config, config_bytes.to_vec()),
+        (Component::TrustRoot, root_bytes),
+    ];
+    for (dir, ext, what) in [
+        (&config.holdings.policies_dir, "toml", Component::Policy),
+        (&config.holdings.models_dir, "cbor", Component::Model),
+    ] {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map(|entries| {
+                entries
+                    .filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| p.extension().is_some_and(|x| x == ext))
+                    .collect()
+            })
+            .unwrap_or_default();
+        files.sort();
+        for f in files {
+            let bytes = std::fs::read(&f)
+                .with_context(|| format!("cannot read {}", f.display()))
+                .map_err(setup)?;
+            measured.push((what, bytes));
+        }
+    }
+    Ok(Held { root, measured })
+}
+
+fn tpm_config(config: &Config) -> TpmConfig {
+    let tcti = match config.insecure.as_ref().and_then(|i| i.tpm_tcti.clone()) {
+        Some(t) => {
+            warn!(tcti = t, "INSECURE: a software TPM is in use");
+            t
+        }
+        None => format!("device:{}", config.tpm.device.display()),
+    };
+    TpmConfig {
+        tcti,
+        app_pcr: dosegate_core::ledger::verify::DEFAULT_APP_PCR,
+        handles: Handles::default(),
+    }
+}
+
+fn tls_signer(config: &Config) -> Result<Arc<dyn Signer + Send + Sync>, RunError> {
+    match config.insecure.as_ref().and_then(|i| i.tls_key.as_ref()) {
+        Some(path) => {
+            warn!(key = %path.display(), "INSECURE: the mTLS client key is a file, not the TPM");
+            let pem = std::fs::read(path)
+                .with_context(|| format!("cannot read {}", path.display()))
+                .map_err(RunError::FleetSetup)?;
+            mqtt::file_signer(&pem).map_err(|e| RunError::FleetSetup(e.into()))
+        }
+        None => Err(RunError::FleetSetup(anyhow::anyhow!(
+            "no TLS client key: the TPM-held key is not available in this build; set insecure.tls_key"
+        ))),
+    }
+}
+
+/// What the link and the lifecycle tell the rest of the loop.
+enum Wake {
+    Job(Vec<u8>),
+    Abort(String),
+    Attest([u8; 32]),
+    Metadata(dosegate_core::fleet::FleetTopic, Vec<u8>),
+    Status,
+    Stop(&'static str),
+}
+
+#[allow(clippy::too_many_lines)]
+async fn serve(config: &Config, config_bytes: &[u8]) -> Result<(), RunError> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).map_err(RunError::Runtime)?;
     let mut int = signal(SignalKind::interrupt()).map_err(RunError::Runtime)?;
+    let held = read_holdings(config, config_bytes)?;
+    let gw = GatewayId::new(config.gateway_id.as_str())
+        .map_err(|e| RunError::FleetSetup(anyhow::anyhow!("gateway id: {e}")))?;
+
+    // The TPM: keys, counter and the application PCR, measured before anything is signed.
+    let tpm = Tpm::open(&tpm_config(config)).map_err(|e| RunError::Tpm(e.into()))?;
+    let state = &config.paths.state_dir;
+    let components: Vec<(Component, &[u8])> = held
+        .measured
+        .iter()
+        .map(|(c, b)| (*c, b.as_slice()))
+        .collect();
+    let log = measure_components(&tpm, &state.join("pcr-log.cbor"), &components)
+        .map_err(|e| RunError::Tpm(e.into()))?;
+    info!(
+        measurements = log.0.len(),
+        "software state measured into the TPM"
+    );
+
+    // The ledger, the outbox it feeds, and the lifecycle over both.
+    let ledger_dir = state.join("ledger");
+    let mut ledger = Ledger::open(
+        &ledger_dir,
+        gw.as_str(),
+        &tpm,
+        LedgerOptions::default(),
+        now_ms(),
+    )
+    .map_err(|e| RunError::Ledger(e.into()))?;
+    let _ = ledger.take_written();
+    let records = store::read_dir(&ledger_dir)
+        .map_err(|e| RunError::Ledger(e.into()))?
+        .records;
+    let fleet = config.fleet.as_ref();
+    let outbox_config = OutboxConfig {
+        max_backlog_age_ms: fleet.map_or(24 * 3600, |f| f.max_backlog_age_s) * 1000,
+        resend_after_ms: fleet.map_or(30, |f| f.resend_after_s) * 1000,
+        ..OutboxConfig::default()
+    };
+    let outbox = outbox::resume(
+        &ledger_dir,
+        &held.root,
+        &gw,
+        &records,
+        outbox_config,
+        now_ms(),
+    )
+    .map_err(RunError::Ledger)?;
+    let mut backlog = Backlog::new(
+        &records,
+        outbox.receipted().map_or(0, |(s, _)| s + 1),
+        now_ms(),
+    );
+    let mut runner = JobRunner::new(
+        ledger,
+        &records,
+        gw.as_str(),
+        lifecycle::Holdings {
+            policies_dir: config.holdings.policies_dir.clone(),
+            models_dir: config.holdings.models_dir.clone(),
+        },
+        JobLimits {
+            max_skew_s: config.jobs.clock_skew_s,
+            ..JobLimits::default()
+        },
+        now_ms(),
+    )
+    .map_err(|e| RunError::Ledger(e.into()))?;
+    drop(records);
+    info!(
+        head = runner.head().next_seq,
+        backlog = outbox.backlog(),
+        "ledger open"
+    );
+
+    // The fleet link.
+    let (ledger_tx, ledger_rx) = mpsc::channel::<LedgerEntry>(LEDGER_CHANNEL);
+    let (inbound_tx, mut inbound_rx) = mpsc::channel::<Inbound>(16);
+    let (status_tx, mut status_rx) = watch::channel(LinkStatus::default());
+    let (stop_link_tx, stop_link_rx) = oneshot::channel::<()>();
+    let link = match fleet {
+        None => {
+            warn!("no [fleet] table: not connected to a hub, no job can arrive");
+            None
+        }
+        Some(f) => {
+            let read = |p: &Path| {
+                std::fs::read(p)
+                    .with_context(|| format!("cannot read {}", p.display()))
+                    .map_err(RunError::FleetSetup)
+            };
+            let tls = Arc::new(
+                mqtt::tls_config(&read(&f.ca)?, &read(&f.cert)?, tls_signer(config)?)
+                    .map_err(|e| RunError::FleetSetup(e.into()))?,
+            );
+            let link_config = LinkConfig {
+                gateway: gw.clone(),
+                host: f.broker_host.clone(),
+                port: f.broker_port,
+                keep_alive: Duration::from_secs(f.keep_alive_s),
+                session_expiry_s: 7 * 24 * 3600,
+                versions: vec![SoftwareVersion {
+                    name: "dosegate".into(),
+                    version: env!("CARGO_PKG_VERSION").into(),
+                }],
+                measurements: log
+                    .0
+                    .iter()
+                    .map(|m| Measurement {
+                        name: m.what.as_str().to_owned(),
+                        sha256: m.digest,
+                    })
+                    .collect(),
+                insecure: config.insecure.is_some(),
+            };
+            Some(tokio::spawn(mqtt::run(
+                link_config,
+                tls,
+                held.root.clone(),
+                outbox,
+                ledger_rx,
+                inbound_tx,
+                status_tx,
+                async {
+                    let _ = stop_link_rx.await;
+                },
+            )))
+        }
+    };
+    let mut pending_entries = std::collections::VecDeque::new();
+    forward(&mut runner, &ledger_tx, &mut backlog, &mut pending_entries);
+
+    // The devices.
+    let mut printer = SerialPrintStation {
+        settings: SerialSettings {
+            baud: config.printer.baud,
+            ..SerialSettings::new(&config.printer.serial)
+        },
+        stream: StreamConfig {
+            firmware: FirmwareCheck::RecordOnly,
+            ..StreamConfig::default()
+        },
+    };
+    let mut measure = DropFolderStation {
+        dir: config
+            .spectrometer
+            .as_ref()
+            .map_or_else(|| state.join("spectra"), |s| s.drop_dir.clone()),
+        timeout: Duration::from_secs(config.spectrometer.as_ref().map_or(900, |s| s.timeout_s)),
+        balance: config.balance.as_ref().map(|b| b.serial.clone()),
+    };
+
     if notify::notify(std::env::var_os("NOTIFY_SOCKET"), State::Ready)? {
         info!("systemd notified: ready");
     }
     info!("dosegate running");
-    let which = tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
-    };
-    info!(signal = which, "dosegate stopping");
+    let receipt_file = outbox::receipt_path(&ledger_dir);
+    let mut kept_receipt: Option<Vec<u8>> = None;
+    let mut jobs = std::collections::VecDeque::<Vec<u8>>::new();
+    let (abort_tx, abort_rx) = watch::channel::<Option<String>>(None);
+    let mut stopping = None;
+    while stopping.is_none() {
+        let wake = if let Some(job) = jobs.pop_front() {
+            Wake::Job(job)
+        } else {
+            tokio::select! {
+                _ = term.recv() => Wake::Stop("SIGTERM"),
+                _ = int.recv() => Wake::Stop("SIGINT"),
+                m = inbound_rx.recv(), if link.is_some() => match m {
+                    Some(Inbound::Job(b)) => Wake::Job(b),
+                    Some(Inbound::Abort(id)) => Wake::Abort(id),
+                    Some(Inbound::Attest(n)) => Wake::Attest(n),
+                    Some(Inbound::Metadata(t, b)) => Wake::Metadata(t, b),
+                    None => Wake::Stop("fleet link ended"),
+                },
+                r = status_rx.changed() => if r.is_ok() { Wake::Status } else { Wake::Stop("fleet link ended") },
+            }
+        };
+        match wake {
+            Wake::Stop(why) => stopping = Some(why),
+            Wake::Status => {
+                let s = status_rx.borrow_and_update().clone();
+                if let Some((seq, _)) = s.receipted {
+                    backlog.receipted(seq);
+                }
+                if let Some(bytes) = s.receipt
+                    && kept_receipt.as_ref() != Some(&bytes)
+                {
+                    if let Err(e) = outbox::write_receipt(&receipt_file, &bytes) {
+                        warn!(error = %e, "cannot keep the last receipt");
+                    }
+                    kept_receipt = Some(bytes);
+                }
+            }
+            Wake::Abort(id) => {
+                info!(job = id, "hub asked to abort a job that is not printing");
+            }
+            Wake::Attest(_) | Wake::Metadata(..) => {
+                warn!("attestation and fleet metadata are not handled by this build");
+            }
+            Wake::Job(bytes) => {
+                let now = now_ms();
+                let report = if let Err(e) = backlog.admit(now, outbox_config.max_backlog_age_ms) {
+                    runner.refuse_intake(&bytes, "backlog-too-old", &e, now)
+                } else {
+                    let _ = abort_tx.send(None);
+                    let mut aborts = abort_rx.clone();
+                    let mut inbound = InboundDuringJob {
+                        rx: &mut inbound_rx,
+                        jobs: &mut jobs,
+                        abort: &abort_tx,
+                        term: &mut term,
+                        int: &mut int,
+                        stopping: &mut stopping,
+                    };
+                    let stop = Box::pin(async move {
+                        let _ = aborts.wait_for(Option::is_some).await;
+                    });
+                    let run = runner.run_job(
+                        &bytes,
+                        &held.root,
+                        &mut printer,
+                        &mut measure,
+                        &now_ms,
+                        stop,
+                    );
+                    tokio::pin!(run);
+                    loop {
+                        tokio::select! {
+                            r = &mut run => break r,
+                            () = inbound.next(), if link.is_some() => {}
+                        }
+                    }
+                };
+                match report {
+                    Ok(r) => info!(
+                        job = r.key,
+                        stage = r.stage_name(),
+                        seq = r.seq,
+                        report = %serde_json::to_string(&r).unwrap_or_default(),
+                        "job done"
+                    ),
+                    Err(e) => {
+                        tracing::error!(code = e.code(), error = %e, "the lifecycle failed");
+                        return Err(RunError::Ledger(e.into()));
+                    }
+                }
+            }
+        }
+        forward(&mut runner, &ledger_tx, &mut backlog, &mut pending_entries);
+    }
+    let why = stopping.unwrap_or("stop");
+    info!(signal = why, "dosegate stopping");
     notify::notify(std::env::var_os("NOTIFY_SOCKET"), State::Stopping)?;
+    let _ = stop_link_tx.send(());
+    if let Some(link) = link {
+        match tokio::time::timeout(Duration::from_secs(5), link).await {
+            Ok(Ok(Ok(_))) => {}
+            Ok(Ok(Err(e))) => warn!(error = %e, "fleet link ended with an error"),
+            Ok(Err(e)) => warn!(error = %e, "fleet link task failed"),
+            Err(_) => warn!("fleet link did not stop in time"),
+        }
+    }
     info!("dosegate stopped");
     Ok(())
 }
 
+/// Capacity of the channel from the ledger to the fleet link.
+const LEDGER_CHANNEL: usize = 8192;
+
+/// Hands every newly durable record to the fleet link (in order; what the channel cannot take
+/// now waits in `pending`).
+fn forward(
+    runner: &mut JobRunner<'_>,
+    tx: &mpsc::Sender<LedgerEntry>,
+    backlog: &mut Backlog,
+    pending: &mut std::collections::VecDeque<LedgerEntry>,
+) {
+    let now = now_ms();
+    for w in runner.take_written() {
+        backlog.recorded(w.seq, now);
+        pending.push_back(LedgerEntry {
+            seq: w.seq,
+            hash: w.hash,
+            bytes: w.bytes,
+            recorded_ms: now,
+        });
+    }
+    while let Some(e) = pending.pop_front() {
+        match tx.try_send(e) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(e)) => {
+                pending.push_front(e);
+                break;
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                pending.clear();
+                break;
+            }
+        }
+    }
+}
+
+/// While a job runs, the loop still listens: a hub abort for the job stops it, a SIGTERM stops
+/// it and then the gateway, new jobs wait in the queue (at most [`MAX_QUEUED_JOBS`]).
+struct InboundDuringJob<'a> {
+    rx: &'a mut mpsc::Receiver<Inbound>,
+    jobs: &'a mut std::collections::VecDeque<Vec<u8>>,
+    abort: &'a watch::Sender<Option<String>>,
+    term: &'a mut tokio::signal::unix::Signal,
+    int: &'a mut tokio::signal::unix::Signal,
+    stopping: &'a mut Option<&'static str>,
+}
+
+/// Jobs queued behind the one running; the hub re-sends what is refused for being busy.
+const MAX_QUEUED_JOBS: usize = 8;
+
+impl InboundDuringJob<'_> {
+    async fn next(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {
+                *self.stopping = Some("SIGTERM");
+                let _ = self.abort.send(Some("shutdown".into()));
+            }
+            _ = self.int.recv() => {
+                *self.stopping = Some("SIGINT");
+                let _ = self.abort.send(Some("shutdown".into()));
+            }
+            m = self.rx.recv() => match m {
+                Some(Inbound::Job(b)) if self.jobs.len() < MAX_QUEUED_JOBS => self.jobs.push_back(b),
+                Some(Inbound::Job(_)) => warn!("job dropped: {MAX_QUEUED_JOBS} jobs already queued"),
+                Some(Inbound::Abort(id)) => {
+                    info!(job = id, "hub abort");
+                    let _ = self.abort.send(Some(id));
+                }
+                Some(_) => {}
+                None => std::future::pending::<()>().await,
+            },
+        }
+    }
+}
+
+/// When each unreceipted record was made durable: new jobs are refused while the oldest is older
+/// than the fleet policy allows (the hub has not confirmed what this gateway did).
+#[derive(Debug)]
+struct Backlog {
+    pending: std::collections::VecDeque<(u64, u64)>,
+}
+
+impl Backlog {
+    fn new(records: &[Vec<u8>], first_unreceipted: u64, now_ms: u64) -> Self {
+        // Records from before this start count from now: their original time is in the record,
+        // but a gateway that was off must not refuse jobs for the time it was off.
+        let pending = (first_unreceipted..records.len() as u64)
+            .map(|seq| (seq, now_ms))
+            .collect();
+        Self { pending }
+    }
+
+    fn recorded(&mut self, seq: u64, now_ms: u64) {
+        self.pending.push_back((seq, now_ms));
+    }
+
+    fn receipted(&mut self, seq: u64) {
+        while self.pending.front().is_some_and(|(s, _)| *s <= seq) {
+            self.pending.pop_front();
+        }
+    }
+
+    fn admit(&self, now_ms: u64, max_age_ms: u64) -> Result<(), String> {
+        match self.pending.front() {
+            Some((seq, at)) if now_ms.saturating_sub(*at) > max_age_ms => Err(format!(
+                "ledger record {seq} has waited {} s for the hub's receipt (at most {} s)",
+                now_ms.saturating_sub(*at) / 1000,
+                max_age_ms / 1000
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// Reads at most `MAX_CONFIG_BYTES + 1` bytes, so an oversized file is refused without reading
 /// it whole, and returns the parsed configuration with the SHA-256 of its bytes.
-fn load(path: &Path) -> Result<(Config, String), RunError> {
+fn load(path: &Path) -> Result<(Config, String, Vec<u8>), RunError> {
     let unreadable = |source| RunError::ConfigUnreadable {
         path: path.to_path_buf(),
         source,
@@ -215,7 +713,8 @@ fn load(path: &Path) -> Result<(Config, String), RunError> {
         })
     })?;
     let config = Config::parse(&text).map_err(invalid)?;
-    Ok((config, hex::encode(Sha256::digest(text.as_bytes()))))
+    let digest = hex::encode(Sha256::digest(text.as_bytes()));
+    Ok((config, digest, text.into_bytes()))
 }
 
 fn note_device(what: &str, path: &Path) {
@@ -239,7 +738,7 @@ mod tests {
     #[test]
     fn loads_the_example_and_digests_its_bytes() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/gateway.toml");
-        let (config, digest) = load(&path).expect("valid");
+        let (config, digest, _) = load(&path).expect("valid");
         let bytes = std::fs::read(&path).expect("read");
         assert_eq!(digest, hex::encode(Sha256::digest(&bytes)));
         assert!(!config.gateway_id.as_str().is_empty());
