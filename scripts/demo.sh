@@ -21,6 +21,10 @@ gcode=gateway/core/tests/data/gcode/slicer/hctz-cylinder-7.2x2.6.gcode   # real 
 policy=policies/fdm-hctz-printlet.toml
 rx=provisioning/examples/prescription-demo.toml
 timeout_s=${DEMO_TIMEOUT_S:-180}
+# DEMO_KILL_MID_JOB=1: SIGKILL the gateway while it prints and restart it (the crash test uses it).
+kill_mid_job=${DEMO_KILL_MID_JOB:-}
+move_ms=0
+[ -z "$kill_mid_job" ] || move_ms=5
 
 rm -rf "$demo" && mkdir -p "$demo"/{state,spectra}
 pids=()
@@ -63,7 +67,7 @@ swtpm socket --tpm2 --server "type=tcp,port=$tpm_port,bindaddr=127.0.0.1" \
     --ctrl "type=tcp,port=$((tpm_port + 1)),bindaddr=127.0.0.1" \
     --flags not-need-init,startup-clear --tpmstate "dir=$demo/tpm" >"$demo/swtpm.log" 2>&1 &
 pids+=($!)
-"$bin/dosegate-printer-sim" --link "$demo/printer" --latency-ms 1 --heat-rate 200 \
+"$bin/dosegate-printer-sim" --link "$demo/printer" --latency-ms 1 --heat-rate 200 --move-time-ms "$move_ms" \
     --exec-log "$demo/printer-executed.gcode" >"$demo/printer.pty" 2>"$demo/printer.log" &
 pids+=($!)
 wait_for 10 "the printer pty" test -s "$demo/printer.pty"
@@ -115,9 +119,12 @@ say "hub: serving the fleet (stores events, sends receipts)"
 pids+=($!)
 
 say "gateway: dosegate run --config $demo/gateway.toml"
-"$bin/dosegate" run --config "$demo/gateway.toml" --json 2>"$demo/gateway.log" &
-gateway_pid=$!
-pids+=($gateway_pid)
+start_gateway() {
+    "$bin/dosegate" run --config "$demo/gateway.toml" --json 2>>"$demo/gateway.log" &
+    gateway_pid=$!
+    pids+=($gateway_pid)
+}
+start_gateway
 wait_for 30 "the gateway's birth message at the hub" grep -q '"birth"' "$demo/hub-events.jsonl"
 
 say "hub: sign a job for $gw from the printlet's G-code and the prescription"
@@ -125,6 +132,15 @@ say "hub: sign a job for $gw from the printlet's G-code and the prescription"
     --policy "$policy" --gateway-id "$gw" --out "$demo/job.cose" --compress
 "$bin/dosegate-hub" fleet publish-job --hub "$demo/hub" --broker "localhost:$broker_port" \
     --gateway-id "$gw" --job "$demo/job.cose"
+
+if [ -n "$kill_mid_job" ]; then
+    wait_for 60 "printing to start" grep -q '"message":"printing"' "$demo/gateway.log"
+    sleep 1
+    say "crash: SIGKILL the gateway mid-print, then start it again"
+    kill -KILL "$gateway_pid"
+    wait "$gateway_pid" 2>/dev/null || true
+    start_gateway
+fi
 
 say "gateway: verify → print → measure → release (waiting up to ${timeout_s}s)"
 job_done() { grep '"job done"' "$demo/gateway.log" | tail -n1; }

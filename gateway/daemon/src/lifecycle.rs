@@ -158,6 +158,7 @@ pub struct JobRunner<'k> {
     holdings: Holdings,
     limits: JobLimits,
     published: Vec<WrittenRecord>,
+    closed_at_start: Vec<JobReport>,
 }
 
 impl std::fmt::Debug for JobRunner<'_> {
@@ -240,6 +241,7 @@ impl<'k> JobRunner<'k> {
             holdings,
             limits,
             published: Vec::new(),
+            closed_at_start: Vec::new(),
         };
         for (job, stage, close) in runner.book.interrupted() {
             warn!(job, ?stage, "job interrupted by a restart: closing it");
@@ -248,9 +250,22 @@ impl<'k> JobRunner<'k> {
                 "gateway-restarted",
                 format!("the gateway restarted while the job was {stage:?}; it is never resumed"),
             );
-            runner.record(&job, close, &body, now_ms)?;
+            let seq = runner.record(&job, close, &body, now_ms)?;
+            runner.closed_at_start.push(JobReport {
+                key: job,
+                stage: close.stage().unwrap_or(JobStage::Aborted),
+                codes: vec!["gateway-restarted".into()],
+                doses_mg: Vec::new(),
+                verify_ms: 0.0,
+                seq,
+            });
         }
         Ok(runner)
+    }
+
+    /// The jobs a restart closed (see [`JobBook::interrupted`]), once.
+    pub fn take_closed_at_start(&mut self) -> Vec<JobReport> {
+        std::mem::take(&mut self.closed_at_start)
     }
 
     /// Records made durable since the last call (for the fleet link).

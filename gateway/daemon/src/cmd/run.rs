@@ -376,6 +376,9 @@ async fn serve(config: &Config, config_bytes: &[u8]) -> Result<(), RunError> {
     )
     .map_err(|e| RunError::Ledger(e.into()))?;
     drop(records);
+    for r in runner.take_closed_at_start() {
+        log_report(&r);
+    }
     info!(
         head = runner.head().next_seq,
         backlog = outbox.backlog(),
@@ -542,13 +545,7 @@ async fn serve(config: &Config, config_bytes: &[u8]) -> Result<(), RunError> {
                     }
                 };
                 match report {
-                    Ok(r) => info!(
-                        job = r.key,
-                        stage = r.stage_name(),
-                        seq = r.seq,
-                        report = %serde_json::to_string(&r).unwrap_or_default(),
-                        "job done"
-                    ),
+                    Ok(r) => log_report(&r),
                     Err(e) => {
                         tracing::error!(code = e.code(), error = %e, "the lifecycle failed");
                         return Err(RunError::Ledger(e.into()));
@@ -570,8 +567,27 @@ async fn serve(config: &Config, config_bytes: &[u8]) -> Result<(), RunError> {
             Err(_) => warn!("fleet link did not stop in time"),
         }
     }
-    info!("dosegate stopped");
+    info!(peak_rss_kib = peak_rss_kib(), "dosegate stopped");
     Ok(())
+}
+
+fn log_report(r: &lifecycle::JobReport) {
+    info!(
+        job = r.key,
+        stage = r.stage_name(),
+        seq = r.seq,
+        report = %serde_json::to_string(r).unwrap_or_default(),
+        "job done"
+    );
+}
+
+/// Peak resident memory of this process (Linux `VmHWM`), KiB.
+fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
 /// Capacity of the channel from the ledger to the fleet link.
