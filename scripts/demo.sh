@@ -114,8 +114,12 @@ tpm_tcti = "swtpm:host=127.0.0.1,port=$tpm_port"
 EOF
 
 say "hub: serving the fleet (stores events, sends receipts)"
+# Each hub event is stamped with its arrival time (ms) for scripts/bench-run.sh.
+stamp='import json, sys, time
+for line in sys.stdin:
+    e = json.loads(line); e["at_ms"] = int(time.time() * 1000); print(json.dumps(e), flush=True)'
 "$bin/dosegate-hub" fleet serve --hub "$demo/hub" --broker "localhost:$broker_port" --json \
-    >"$demo/hub-events.jsonl" 2>"$demo/hub.log" &
+    2>"$demo/hub.log" > >(python3 -u -c "$stamp" >"$demo/hub-events.jsonl") &
 pids+=($!)
 
 say "gateway: dosegate run --config $demo/gateway.toml"
@@ -130,6 +134,7 @@ wait_for 30 "the gateway's birth message at the hub" grep -q '"birth"' "$demo/hu
 say "hub: sign a job for $gw from the printlet's G-code and the prescription"
 "$bin/dosegate-hub" sign-job --hub "$demo/hub" --gcode "$gcode" --prescription "$rx" \
     --policy "$policy" --gateway-id "$gw" --out "$demo/job.cose" --compress
+python3 -c 'import time; print(int(time.time() * 1000))' >"$demo/published_at_ms"
 "$bin/dosegate-hub" fleet publish-job --hub "$demo/hub" --broker "localhost:$broker_port" \
     --gateway-id "$gw" --job "$demo/job.cose"
 

@@ -116,10 +116,28 @@ pub fn measure_components(
     log_path: &Path,
     components: &[(Component, &[u8])],
 ) -> Result<EventLog, MeasureError> {
+    let digests: Vec<(Component, [u8; 32])> = components
+        .iter()
+        .map(|(what, bytes)| (*what, tpm.measurement(*what, bytes).digest))
+        .collect();
+    measure_digests(tpm, log_path, &digests)
+}
+
+/// [`measure_components`] for components already hashed (SHA-256), so a large file such as the
+/// gateway binary is hashed as a stream and never held in memory.
+pub fn measure_digests(
+    tpm: &Tpm,
+    log_path: &Path,
+    components: &[(Component, [u8; 32])],
+) -> Result<EventLog, MeasureError> {
     let stored = crate::store::load_event_log(log_path)?;
     let mut log = tpm.adopt_log(stored)?;
-    for (what, bytes) in components {
-        let m = tpm.measurement(*what, bytes);
+    for (what, digest) in components {
+        let m = dosegate_core::attest::Measurement {
+            pcr: GatewayKeys::app_pcr(tpm),
+            what: *what,
+            digest: *digest,
+        };
         log.0.push(m.clone());
         crate::store::save_event_log(log_path, &log)?;
         tpm.extend(&m)?;

@@ -159,7 +159,11 @@ pub struct JobRunner<'k> {
     limits: JobLimits,
     published: Vec<WrittenRecord>,
     closed_at_start: Vec<JobReport>,
+    sink: Option<Sink<'k>>,
 }
+
+/// Where the runner hands each record the moment it is durable (the fleet link's outbox).
+pub type Sink<'k> = Box<dyn FnMut(WrittenRecord) + 'k>;
 
 impl std::fmt::Debug for JobRunner<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -242,6 +246,7 @@ impl<'k> JobRunner<'k> {
             limits,
             published: Vec::new(),
             closed_at_start: Vec::new(),
+            sink: None,
         };
         for (job, stage, close) in runner.book.interrupted() {
             warn!(job, ?stage, "job interrupted by a restart: closing it");
@@ -268,7 +273,16 @@ impl<'k> JobRunner<'k> {
         std::mem::take(&mut self.closed_at_start)
     }
 
-    /// Records made durable since the last call (for the fleet link).
+    /// From now on, hands every record to `sink` as soon as it is durable (and, first, every
+    /// record written so far), instead of keeping them for [`JobRunner::take_written`].
+    pub fn set_sink(&mut self, mut sink: Sink<'k>) {
+        for w in self.take_written() {
+            sink(w);
+        }
+        self.sink = Some(sink);
+    }
+
+    /// Records made durable since the last call (for the fleet link), when no sink is set.
     pub fn take_written(&mut self) -> Vec<WrittenRecord> {
         let mut out = std::mem::take(&mut self.published);
         out.extend(self.ledger.take_written());
@@ -303,6 +317,11 @@ impl<'k> JobRunner<'k> {
         )?;
         let seq = self.ledger.record(event.clone(), now_ms)?;
         self.book.apply(&event)?;
+        if let Some(sink) = &mut self.sink {
+            for w in self.ledger.take_written() {
+                sink(w);
+            }
+        }
         Ok(seq)
     }
 
@@ -446,9 +465,9 @@ impl<'k> JobRunner<'k> {
             estimated_dose_mg: analysis.dose_mg,
             commands: verified.program().commands().len(),
         };
-        self.record(&key, EventKind::Verified, &body, clock())?;
+        let verified_seq = self.record(&key, EventKind::Verified, &body, clock())?;
         let verify_ms = started.elapsed().as_secs_f64() * 1000.0;
-        info!(job = key, verify_ms, "job verified");
+        info!(job = key, verify_ms, seq = verified_seq, "job verified");
 
         // The model is loaded before printing: a job whose model the gateway does not hold is
         // refused before it consumes ink.

@@ -86,7 +86,8 @@ fn run_demo(crash: bool) -> Cycle {
             serde_json::from_str(line["fields"]["report"].as_str().unwrap()).unwrap()
         })
         .collect();
-    let hub = serde_json::from_slice(&std::fs::read(demo.join("hub-status.json")).unwrap()).unwrap();
+    let hub =
+        serde_json::from_slice(&std::fs::read(demo.join("hub-status.json")).unwrap()).unwrap();
     Cycle {
         dir,
         reports,
@@ -143,11 +144,18 @@ fn a_hub_signed_job_is_verified_printed_measured_released_and_receipted_and_forg
     let released = &c.reports[0];
     assert_eq!(released["stage"], "released", "{released}");
     let dose = released["doses_mg"][0].as_f64().unwrap();
-    assert!((9.25..=10.75).contains(&dose), "dose {dose} within ±7.5 % of 10 mg");
+    assert!(
+        (9.25..=10.75).contains(&dose),
+        "dose {dose} within ±7.5 % of 10 mg"
+    );
     assert_eq!(c.reports[1]["stage"], "rejected");
     assert_eq!(c.reports[1]["codes"][0], "JOB_REPLAYED");
     assert_eq!(c.reports[2]["stage"], "rejected");
-    assert_eq!(c.reports[2]["codes"][0], "JOB_BAD_SIGNATURE", "{}", c.reports[2]);
+    assert_eq!(
+        c.reports[2]["codes"][0], "JOB_BAD_SIGNATURE",
+        "{}",
+        c.reports[2]
+    );
     assert!(c.stdout.contains("summary"), "{}", c.stdout);
     // The printer executed what the job verified: one executed move per G0/G1 of the G-code.
     let demo = c.dir.path().join("demo");
@@ -174,7 +182,10 @@ fn a_gateway_killed_mid_print_aborts_the_job_on_restart_and_loses_no_event() {
     let first = &c.reports[0];
     assert_eq!(first["stage"], "aborted", "{first}");
     assert_eq!(first["codes"][0], "gateway-restarted");
-    assert_eq!(c.reports[1]["codes"][0], "JOB_REPLAYED", "never printed again");
+    assert_eq!(
+        c.reports[1]["codes"][0], "JOB_REPLAYED",
+        "never printed again"
+    );
     assert_delivered_exactly_once(&c);
     assert_nothing_left_running(&c);
 }

@@ -15,6 +15,8 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use std::cell::RefCell;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -30,7 +32,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{info, warn};
 
-use crate::ledger::{Ledger, LedgerOptions, measure_components};
+use crate::ledger::{Ledger, LedgerOptions, measure_digests};
 use crate::lifecycle::{self, JobRunner};
 use crate::mqtt::{self, Inbound, LedgerEntry, LinkConfig, LinkStatus};
 use crate::notify::{self, NotifyError, State};
@@ -218,7 +220,17 @@ fn start(args: &Args) -> Result<(), RunError> {
 /// What the gateway holds, read once at start and measured into the application PCR.
 struct Held {
     root: TrustedRoot,
-    measured: Vec<(Component, Vec<u8>)>,
+    measured: Vec<(Component, [u8; 32])>,
+}
+
+/// SHA-256 of a file, streamed.
+fn file_digest(path: &Path) -> anyhow::Result<[u8; 32]> {
+    let mut file = File::open(path)
+        .with_context(|| format!("cannot read {} to measure it", path.display()))?;
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut file, &mut hasher)
+        .with_context(|| format!("cannot read {} to measure it", path.display()))?;
+    Ok(hasher.finalize().into())
 }
 
 fn read_holdings(config: &Config, config_bytes: &[u8]) -> Result<Held, RunError> {
@@ -231,13 +243,13 @@ fn read_holdings(config: &Config, config_bytes: &[u8]) -> Result<Held, RunError>
         .with_context(|| format!("trust root {} refused", root_path.display()))
         .map_err(setup)?;
     let binary = std::env::current_exe()
-        .and_then(std::fs::read)
-        .context("cannot read the gateway binary to measure it")
+        .context("cannot find the gateway binary to measure it")
+        .and_then(|p| file_digest(&p))
         .map_err(setup)?;
     let mut measured = vec![
         (Component::Binary, binary),
-        (Component::Config, config_bytes.to_vec()),
-        (Component::TrustRoot, root_bytes),
+        (Component::Config, Sha256::digest(config_bytes).into()),
+        (Component::TrustRoot, Sha256::digest(&root_bytes).into()),
     ];
     for (dir, ext, what) in [
         (&config.holdings.policies_dir, "toml", Component::Policy),
@@ -253,10 +265,7 @@ fn read_holdings(config: &Config, config_bytes: &[u8]) -> Result<Held, RunError>
             .unwrap_or_default();
         files.sort();
         for f in files {
-            let bytes = std::fs::read(&f)
-                .with_context(|| format!("cannot read {}", f.display()))
-                .map_err(setup)?;
-            measured.push((what, bytes));
+            measured.push((what, file_digest(&f).map_err(setup)?));
         }
     }
     Ok(Held { root, measured })
@@ -314,12 +323,7 @@ async fn serve(config: &Config, config_bytes: &[u8]) -> Result<(), RunError> {
     // The TPM: keys, counter and the application PCR, measured before anything is signed.
     let tpm = Tpm::open(&tpm_config(config)).map_err(|e| RunError::Tpm(e.into()))?;
     let state = &config.paths.state_dir;
-    let components: Vec<(Component, &[u8])> = held
-        .measured
-        .iter()
-        .map(|(c, b)| (*c, b.as_slice()))
-        .collect();
-    let log = measure_components(&tpm, &state.join("pcr-log.cbor"), &components)
+    let log = measure_digests(&tpm, &state.join("pcr-log.cbor"), &held.measured)
         .map_err(|e| RunError::Tpm(e.into()))?;
     info!(
         measurements = log.0.len(),
@@ -393,6 +397,7 @@ async fn serve(config: &Config, config_bytes: &[u8]) -> Result<(), RunError> {
     let link = match fleet {
         None => {
             warn!("no [fleet] table: not connected to a hub, no job can arrive");
+            drop(ledger_rx);
             None
         }
         Some(f) => {
@@ -439,8 +444,15 @@ async fn serve(config: &Config, config_bytes: &[u8]) -> Result<(), RunError> {
             )))
         }
     };
-    let mut pending_entries = std::collections::VecDeque::new();
-    forward(&mut runner, &ledger_tx, &mut backlog, &mut pending_entries);
+    let delivery = Rc::new(RefCell::new(Delivery {
+        backlog,
+        pending: std::collections::VecDeque::new(),
+        tx: ledger_tx,
+    }));
+    runner.set_sink(Box::new({
+        let delivery = Rc::clone(&delivery);
+        move |w| delivery.borrow_mut().push(w)
+    }));
 
     // The devices.
     let mut printer = SerialPrintStation {
@@ -493,7 +505,7 @@ async fn serve(config: &Config, config_bytes: &[u8]) -> Result<(), RunError> {
             Wake::Status => {
                 let s = status_rx.borrow_and_update().clone();
                 if let Some((seq, _)) = s.receipted {
-                    backlog.receipted(seq);
+                    delivery.borrow_mut().backlog.receipted(seq);
                 }
                 if let Some(bytes) = s.receipt
                     && kept_receipt.as_ref() != Some(&bytes)
@@ -512,7 +524,11 @@ async fn serve(config: &Config, config_bytes: &[u8]) -> Result<(), RunError> {
             }
             Wake::Job(bytes) => {
                 let now = now_ms();
-                let report = if let Err(e) = backlog.admit(now, outbox_config.max_backlog_age_ms) {
+                let admitted = delivery
+                    .borrow()
+                    .backlog
+                    .admit(now, outbox_config.max_backlog_age_ms);
+                let report = if let Err(e) = admitted {
                     runner.refuse_intake(&bytes, "backlog-too-old", &e, now)
                 } else {
                     let _ = abort_tx.send(None);
@@ -553,7 +569,7 @@ async fn serve(config: &Config, config_bytes: &[u8]) -> Result<(), RunError> {
                 }
             }
         }
-        forward(&mut runner, &ledger_tx, &mut backlog, &mut pending_entries);
+        delivery.borrow_mut().drain();
     }
     let why = stopping.unwrap_or("stop");
     info!(signal = why, "dosegate stopping");
@@ -593,34 +609,40 @@ fn peak_rss_kib() -> Option<u64> {
 /// Capacity of the channel from the ledger to the fleet link.
 const LEDGER_CHANNEL: usize = 8192;
 
-/// Hands every newly durable record to the fleet link (in order; what the channel cannot take
-/// now waits in `pending`).
-fn forward(
-    runner: &mut JobRunner<'_>,
-    tx: &mpsc::Sender<LedgerEntry>,
-    backlog: &mut Backlog,
-    pending: &mut std::collections::VecDeque<LedgerEntry>,
-) {
-    let now = now_ms();
-    for w in runner.take_written() {
-        backlog.recorded(w.seq, now);
-        pending.push_back(LedgerEntry {
+/// The records on their way to the fleet link: each is timed for the backlog check and handed
+/// over in order; what the channel cannot take now waits in `pending`.
+struct Delivery {
+    backlog: Backlog,
+    pending: std::collections::VecDeque<LedgerEntry>,
+    tx: mpsc::Sender<LedgerEntry>,
+}
+
+impl Delivery {
+    fn push(&mut self, w: crate::ledger::WrittenRecord) {
+        let now = now_ms();
+        self.backlog.recorded(w.seq, now);
+        self.pending.push_back(LedgerEntry {
             seq: w.seq,
             hash: w.hash,
             bytes: w.bytes,
             recorded_ms: now,
         });
+        self.drain();
     }
-    while let Some(e) = pending.pop_front() {
-        match tx.try_send(e) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(e)) => {
-                pending.push_front(e);
-                break;
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                pending.clear();
-                break;
+
+    fn drain(&mut self) {
+        while let Some(e) = self.pending.pop_front() {
+            match self.tx.try_send(e) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(e)) => {
+                    self.pending.push_front(e);
+                    break;
+                }
+                // No fleet link: the records stay in the ledger and go out after a restart.
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    self.pending.clear();
+                    break;
+                }
             }
         }
     }

@@ -110,8 +110,11 @@ fn main() -> ExitCode {
         match instrument.poll() {
             Ok(answered) => {
                 for a in answered {
+                    let at_ms = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_millis());
                     eprintln!(
-                        "dosegate-spectrometer-sim: job {}: {} spectra exported",
+                        "dosegate-spectrometer-sim: job {}: {} spectra exported at_ms={at_ms}",
                         a.job,
                         a.files.len()
                     );
