@@ -359,7 +359,7 @@ async fn serve(config: &Config, config_bytes: &[u8]) -> Result<(), RunError> {
         now_ms(),
     )
     .map_err(RunError::Ledger)?;
-    let mut backlog = Backlog::new(
+    let backlog = Backlog::new(
         &records,
         outbox.receipted().map_or(0, |(s, _)| s + 1),
         now_ms(),
@@ -519,8 +519,11 @@ async fn serve(config: &Config, config_bytes: &[u8]) -> Result<(), RunError> {
             Wake::Abort(id) => {
                 info!(job = id, "hub asked to abort a job that is not printing");
             }
-            Wake::Attest(_) | Wake::Metadata(..) => {
-                warn!("attestation and fleet metadata are not handled by this build");
+            Wake::Attest(nonce) => {
+                warn!(nonce = %hex::encode(nonce), "attestation challenge not answered by this build");
+            }
+            Wake::Metadata(topic, bytes) => {
+                warn!(topic = ?topic, bytes = bytes.len(), "fleet metadata not applied by this build");
             }
             Wake::Job(bytes) => {
                 let now = now_ms();
