@@ -316,6 +316,26 @@ async fn serve(config: &Config, config_bytes: &[u8]) -> Result<(), RunError> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).map_err(RunError::Runtime)?;
     let mut int = signal(SignalKind::interrupt()).map_err(RunError::Runtime)?;
+    if !config.holdings.trust_root.exists() {
+        // A box fresh from the factory: nothing can be verified, so nothing is accepted. It stays
+        // up (and reports itself unprovisioned) until a field engineer installs the trust root.
+        warn!(
+            trust_root = %config.holdings.trust_root.display(),
+            "unprovisioned: no hub trust root; no job can be accepted until one is installed"
+        );
+        if notify::notify(std::env::var_os("NOTIFY_SOCKET"), State::Ready)? {
+            info!("systemd notified: ready");
+        }
+        info!("dosegate running (unprovisioned)");
+        let why = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        info!(signal = why, "dosegate stopping");
+        notify::notify(std::env::var_os("NOTIFY_SOCKET"), State::Stopping)?;
+        info!("dosegate stopped");
+        return Ok(());
+    }
     let held = read_holdings(config, config_bytes)?;
     let gw = GatewayId::new(config.gateway_id.as_str())
         .map_err(|e| RunError::FleetSetup(anyhow::anyhow!("gateway id: {e}")))?;
