@@ -22,9 +22,11 @@ policy=policies/fdm-hctz-printlet.toml
 rx=provisioning/examples/prescription-demo.toml
 timeout_s=${DEMO_TIMEOUT_S:-180}
 # DEMO_KILL_MID_JOB=1: SIGKILL the gateway while it prints and restart it (the crash test uses it).
+# DEMO_ABORT_MID_JOB=1: the hub aborts the job while it prints.
 kill_mid_job=${DEMO_KILL_MID_JOB:-}
+abort_mid_job=${DEMO_ABORT_MID_JOB:-}
 move_ms=0
-[ -z "$kill_mid_job" ] || move_ms=5
+[ -z "$kill_mid_job$abort_mid_job" ] || move_ms=5
 
 rm -rf "$demo" && mkdir -p "$demo"/{state,spectra}
 pids=()
@@ -133,7 +135,8 @@ wait_for 30 "the gateway's birth message at the hub" grep -q '"birth"' "$demo/hu
 
 say "hub: sign a job for $gw from the printlet's G-code and the prescription"
 "$bin/dosegate-hub" sign-job --hub "$demo/hub" --gcode "$gcode" --prescription "$rx" \
-    --policy "$policy" --gateway-id "$gw" --out "$demo/job.cose" --compress
+    --policy "$policy" --gateway-id "$gw" --out "$demo/job.cose" --compress | tee "$demo/signed.txt"
+job_id=$(awk '/^signed job/ {print $3; exit}' "$demo/signed.txt")
 python3 -c 'import time; print(int(time.time() * 1000))' >"$demo/published_at_ms"
 "$bin/dosegate-hub" fleet publish-job --hub "$demo/hub" --broker "localhost:$broker_port" \
     --gateway-id "$gw" --job "$demo/job.cose"
@@ -145,6 +148,14 @@ if [ -n "$kill_mid_job" ]; then
     kill -KILL "$gateway_pid"
     wait "$gateway_pid" 2>/dev/null || true
     start_gateway
+fi
+
+if [ -n "$abort_mid_job" ]; then
+    wait_for 60 "printing to start" grep -q '"message":"printing"' "$demo/gateway.log"
+    sleep 1
+    say "hub: abort $job_id while it prints"
+    "$bin/dosegate-hub" fleet command --hub "$demo/hub" --broker "localhost:$broker_port" \
+        --gateway-id "$gw" --abort "$job_id"
 fi
 
 say "gateway: verify → print → measure → release (waiting up to ${timeout_s}s)"

@@ -59,14 +59,14 @@ struct Cycle {
     stdout: String,
 }
 
-fn run_demo(crash: bool) -> Cycle {
+fn run_demo(variant: Option<&str>) -> Cycle {
     let dir = tempfile::tempdir().unwrap();
     let mut cmd = Command::new("bash");
     cmd.arg(repo().join("scripts/demo.sh"))
         .env("DEMO_DIR", dir.path().join("demo"))
         .env("DEMO_TIMEOUT_S", "120");
-    if crash {
-        cmd.env("DEMO_KILL_MID_JOB", "1");
+    if let Some(v) = variant {
+        cmd.env(v, "1");
     }
     let out = cmd.output().expect("run scripts/demo.sh");
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -139,7 +139,7 @@ fn a_hub_signed_job_is_verified_printed_measured_released_and_receipted_and_forg
     if !ready("job_cycle") {
         return;
     }
-    let c = run_demo(false);
+    let c = run_demo(None);
     assert_eq!(c.reports.len(), 3, "{:?}", c.reports);
     let released = &c.reports[0];
     assert_eq!(released["stage"], "released", "{released}");
@@ -178,7 +178,7 @@ fn a_gateway_killed_mid_print_aborts_the_job_on_restart_and_loses_no_event() {
     if !ready("job_cycle_crash") {
         return;
     }
-    let c = run_demo(true);
+    let c = run_demo(Some("DEMO_KILL_MID_JOB"));
     let first = &c.reports[0];
     assert_eq!(first["stage"], "aborted", "{first}");
     assert_eq!(first["codes"][0], "gateway-restarted");
@@ -186,6 +186,22 @@ fn a_gateway_killed_mid_print_aborts_the_job_on_restart_and_loses_no_event() {
         c.reports[1]["codes"][0], "JOB_REPLAYED",
         "never printed again"
     );
+    assert_delivered_exactly_once(&c);
+    assert_nothing_left_running(&c);
+}
+
+#[test]
+fn a_hub_abort_stops_the_print_and_is_recorded() {
+    if !ready("job_cycle_abort") {
+        return;
+    }
+    let c = run_demo(Some("DEMO_ABORT_MID_JOB"));
+    let first = &c.reports[0];
+    assert_eq!(first["stage"], "aborted", "{first}");
+    assert_eq!(first["codes"][0], "stopped");
+    let demo = c.dir.path().join("demo");
+    let executed = std::fs::read_to_string(demo.join("printer-executed.gcode")).unwrap();
+    assert!(executed.lines().count() < 1305, "the print stopped early");
     assert_delivered_exactly_once(&c);
     assert_nothing_left_running(&c);
 }

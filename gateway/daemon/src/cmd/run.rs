@@ -557,6 +557,7 @@ async fn serve(config: &Config, config_bytes: &[u8]) -> Result<(), RunError> {
                     let _ = abort_tx.send(None);
                     let mut aborts = abort_rx.clone();
                     let mut inbound = InboundDuringJob {
+                        job_id: claimed_job_id(&bytes),
                         rx: &mut inbound_rx,
                         jobs: &mut jobs,
                         abort: &abort_tx,
@@ -674,12 +675,30 @@ impl Delivery {
 /// While a job runs, the loop still listens: a hub abort for the job stops it, a SIGTERM stops
 /// it and then the gateway, new jobs wait in the queue (at most [`MAX_QUEUED_JOBS`]).
 struct InboundDuringJob<'a> {
+    /// The id the running job claims (unverified: only used to match the hub's abort command,
+    /// which the broker only accepts from the hub).
+    job_id: Option<String>,
     rx: &'a mut mpsc::Receiver<Inbound>,
     jobs: &'a mut std::collections::VecDeque<Vec<u8>>,
     abort: &'a watch::Sender<Option<String>>,
     term: &'a mut tokio::signal::unix::Signal,
     int: &'a mut tokio::signal::unix::Signal,
     stopping: &'a mut Option<&'static str>,
+}
+
+/// The job id a signed job claims, read without verifying it.
+fn claimed_job_id(bytes: &[u8]) -> Option<String> {
+    let limits = JobLimits::default();
+    let envelope = dosegate_core::envelope::decode(
+        bytes,
+        dosegate_core::envelope::ContentType::Job,
+        limits.max_envelope_bytes,
+    )
+    .ok()?;
+    let job: dosegate_core::job::Job =
+        dosegate_core::cbor::from_slice(envelope.unverified_payload(), limits.max_envelope_bytes)
+            .ok()?;
+    Some(job.job_id)
 }
 
 /// Jobs queued behind the one running; the hub re-sends what is refused for being busy.
@@ -699,10 +718,11 @@ impl InboundDuringJob<'_> {
             m = self.rx.recv() => match m {
                 Some(Inbound::Job(b)) if self.jobs.len() < MAX_QUEUED_JOBS => self.jobs.push_back(b),
                 Some(Inbound::Job(_)) => warn!("job dropped: {MAX_QUEUED_JOBS} jobs already queued"),
-                Some(Inbound::Abort(id)) => {
+                Some(Inbound::Abort(id)) if self.job_id.as_deref() == Some(id.as_str()) => {
                     info!(job = id, "hub abort");
                     let _ = self.abort.send(Some(id));
                 }
+                Some(Inbound::Abort(id)) => info!(job = id, "hub abort for a job that is not running"),
                 Some(_) => {}
                 None => std::future::pending::<()>().await,
             },
