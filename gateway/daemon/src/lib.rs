@@ -19,3 +19,13 @@ pub mod stations;
 pub mod store;
 pub mod tpm;
 pub mod verify;
+
+/// Peak resident memory of this process (Linux `VmHWM`), KiB; `None` where `/proc` has no such
+/// line.
+pub fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}

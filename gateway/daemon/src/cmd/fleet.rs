@@ -123,14 +123,6 @@ struct Summary {
     peak_rss_kib: Option<u64>,
 }
 
-fn peak_rss_kib() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-}
-
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -314,7 +306,7 @@ fn exercise(args: &ExerciseArgs) -> Result<ExitCode> {
             delivered_seconds,
             records_per_second: recorded_now as f64 / delivered_seconds,
             last_receipt_ms: (delivered_seconds - record_seconds) * 1000.0,
-            peak_rss_kib: peak_rss_kib(),
+            peak_rss_kib: crate::peak_rss_kib(),
         };
         if json {
             println!("{}", serde_json::to_string(&summary)?);

@@ -607,7 +607,7 @@ async fn serve(config: &Config, config_bytes: &[u8]) -> Result<(), RunError> {
             Err(_) => warn!("fleet link did not stop in time"),
         }
     }
-    info!(peak_rss_kib = peak_rss_kib(), "dosegate stopped");
+    info!(peak_rss_kib = crate::peak_rss_kib(), "dosegate stopped");
     Ok(())
 }
 
@@ -619,15 +619,6 @@ fn log_report(r: &lifecycle::JobReport) {
         report = %serde_json::to_string(r).unwrap_or_default(),
         "job done"
     );
-}
-
-/// Peak resident memory of this process (Linux `VmHWM`), KiB.
-fn peak_rss_kib() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
 /// Capacity of the channel from the ledger to the fleet link.
