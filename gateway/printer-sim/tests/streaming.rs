@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{fast_cfg, printlet, run, run_with};
+use common::{fast_cfg, normal, printlet, run, run_with};
 use dosegate_core::stream::{
     AbortReason, FirmwareCheck, FirmwareIdentity, Heater, IdentityQuery, MonitorLimits,
     StreamConfig, StreamEvent,
@@ -28,7 +28,7 @@ fn streams_a_program_exactly_once_with_advanced_ok() {
     let r = run(&prog, fast_cfg(), SimConfig::default(), Duration::ZERO);
     let summary = r.outcome.as_ref().expect("completed");
     assert_eq!(summary.commands, prog.len());
-    assert_eq!(r.executed_program(), prog);
+    assert_eq!(r.executed_program(), normal(&prog));
     assert!(
         r.events
             .contains(&StreamEvent::StreamingStarted { lines_in_flight: 8 })
@@ -45,7 +45,7 @@ fn keeps_one_line_in_flight_without_advanced_ok() {
     };
     let r = run(&prog, fast_cfg(), sim, Duration::from_millis(1));
     assert!(r.outcome.is_ok(), "{:?}", r.outcome);
-    assert_eq!(r.executed_program(), prog);
+    assert_eq!(r.executed_program(), normal(&prog));
     assert!(
         r.events
             .contains(&StreamEvent::StreamingStarted { lines_in_flight: 1 })
@@ -63,7 +63,7 @@ fn resends_a_corrupted_line_without_skipping_or_repeating() {
             Duration::from_millis(2),
         );
         assert!(r.outcome.is_ok(), "{fault:?}: {:?}", r.outcome);
-        assert_eq!(r.executed_program(), prog, "{fault:?}");
+        assert_eq!(r.executed_program(), normal(&prog), "{fault:?}");
         assert!(r.resends() >= 1, "{fault:?}: no resend was requested");
     }
 }
@@ -85,7 +85,7 @@ fn survives_missing_oks_and_busy_spells() {
             );
             assert_eq!(
                 r.executed_program(),
-                prog,
+                normal(&prog),
                 "{fault:?} advanced_ok={advanced_ok}"
             );
         }
@@ -106,7 +106,7 @@ fn overfilling_the_receive_buffer_loses_bytes_but_no_move() {
         "the test did not overflow the buffer"
     );
     assert!(r.outcome.is_ok(), "{:?}", r.outcome);
-    assert_eq!(r.executed_program(), prog);
+    assert_eq!(r.executed_program(), normal(&prog));
 }
 
 #[test]
@@ -124,7 +124,7 @@ fn a_disconnect_aborts_the_job() {
     assert!(commands_acked < prog.len());
     assert_eq!(
         r.executed_program(),
-        prog[..r.executed_program().len()].to_vec()
+        normal(&prog)[..r.executed_program().len()].to_vec()
     );
 }
 
@@ -301,7 +301,7 @@ fn an_in_band_print_with_monitoring_completes() {
     };
     let r = run(&prog, cfg, SimConfig::default(), Duration::from_millis(1));
     assert!(r.outcome.is_ok(), "{:?}", r.outcome);
-    assert_eq!(r.executed_program(), prog);
+    assert_eq!(r.executed_program(), normal(&prog));
 }
 
 #[test]
