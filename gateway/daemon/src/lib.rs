@@ -10,6 +10,7 @@ pub mod cpv_store;
 pub mod ledger;
 pub mod mqtt;
 pub mod notify;
+pub mod printer;
 pub mod serial;
 pub mod spectra;
 pub mod spectrometer;

@@ -360,6 +360,12 @@ fn identified(n: usize, advanced_ok: bool) -> Streamer {
     assert_eq!(sent(&mut s).len(), 1);
     let ok = if advanced_ok { "ok N2 P15 B3" } else { "ok" };
     s.handle_input(format!("echo:  M92 X80.00\n{ok}\n").as_bytes(), ms(3));
+    // Auto-reporting is switched on before the program starts (as part of connecting).
+    let m155 = sent(&mut s);
+    assert_eq!(m155.len(), 1, "{m155:?}");
+    assert!(m155[0].starts_with("N3 M155"), "{m155:?}");
+    let ok = if advanced_ok { "ok N3 P15 B3" } else { "ok" };
+    s.handle_input(format!("{ok}\n").as_bytes(), ms(3));
     s
 }
 
@@ -551,4 +557,19 @@ fn reads_a_position_carried_on_the_ok_line() {
             e: 4.0
         }
     );
+}
+
+#[test]
+fn monitor_limits_come_from_the_policy() {
+    // Given the paste policy (unheated bed, 2 °C tolerance, 15 s grace, 15 min heat-up),
+    let text = include_str!("../../../../policies/sse-levetiracetam-paste.toml");
+    let policy = crate::policy::Policy::from_toml(text).unwrap();
+    // when the monitor's limits are derived from it,
+    let l = MonitorLimits::from_policy(&policy);
+    // then they are the policy's, and the unheated bed is not watched.
+    assert_eq!(l.hotend_c, Some((20.0, 40.0)));
+    assert_eq!(l.bed_c, None);
+    assert!((l.tolerance_c - 2.0).abs() < 1e-12);
+    assert_eq!(l.grace, ms(15_000));
+    assert_eq!(l.heatup_timeout, ms(900_000));
 }
