@@ -29,10 +29,9 @@ fn streams_a_program_exactly_once_with_advanced_ok() {
     let summary = r.outcome.as_ref().expect("completed");
     assert_eq!(summary.commands, prog.len());
     assert_eq!(r.executed_program(), normal(&prog));
-    assert!(
-        r.events
-            .contains(&StreamEvent::StreamingStarted { lines_in_flight: 32 })
-    );
+    assert!(r.events.contains(&StreamEvent::StreamingStarted {
+        lines_in_flight: 32
+    }));
 }
 
 #[test]
