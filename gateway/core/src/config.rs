@@ -87,6 +87,22 @@ pub enum ConfigError {
         /// The accepted rates.
         allowed: &'static [u32],
     },
+    /// The printer's receive buffer is outside [`RX_BUFFER_BYTES_MIN`]`..=`[`RX_BUFFER_BYTES_MAX`].
+    #[error(
+        "printer.rx_buffer_bytes = {value} is outside {RX_BUFFER_BYTES_MIN}..={RX_BUFFER_BYTES_MAX}"
+    )]
+    BadRxBuffer {
+        /// The value.
+        value: u32,
+    },
+    /// A firmware baseline digest is not 64 hex digits.
+    #[error("{field} = {value:?} is not a SHA-256 digest (64 hex digits)")]
+    BadDigest {
+        /// The key, e.g. `printer.m115_sha256`.
+        field: &'static str,
+        /// The value (at most 80 characters).
+        value: String,
+    },
 }
 
 /// A number outside its accepted range.
@@ -97,6 +113,11 @@ pub struct Range {
     /// Largest accepted value.
     pub max: u64,
 }
+
+/// Smallest accepted `printer.rx_buffer_bytes`.
+pub const RX_BUFFER_BYTES_MIN: u32 = 32;
+/// Largest accepted `printer.rx_buffer_bytes`.
+pub const RX_BUFFER_BYTES_MAX: u32 = 4096;
 
 /// Baud rates Marlin boards are built with.
 pub const BAUD_RATES: &[u32] = &[57_600, 115_200, 250_000, 500_000, 1_000_000];
@@ -145,6 +166,15 @@ pub struct Printer {
     pub serial: PathBuf,
     /// Line speed in baud.
     pub baud: u32,
+    /// The firmware's serial receive buffer, bytes (Marlin's `RX_BUFFER_SIZE`; 128 unless the
+    /// board was built otherwise): a commissioning fact. The streamer never has more unread bytes
+    /// in flight than this less one, because Marlin drops what overflows it.
+    pub rx_buffer_bytes: u32,
+    /// Commissioning baseline of the firmware's `M115` answer (SHA-256); when set, a printer
+    /// answering otherwise is refused before any program line is sent.
+    pub m115_sha256: Option<[u8; 32]>,
+    /// Commissioning baseline of the firmware's `M503` answer (stored settings), as above.
+    pub m503_sha256: Option<[u8; 32]>,
 }
 
 /// The TPM the gateway's keys live in.
@@ -379,6 +409,29 @@ struct RawPrinter {
     serial: String,
     #[serde(default = "default_baud")]
     baud: u32,
+    #[serde(default = "default_rx_buffer")]
+    rx_buffer_bytes: u32,
+    m115_sha256: Option<String>,
+    m503_sha256: Option<String>,
+}
+
+fn default_rx_buffer() -> u32 {
+    128
+}
+
+fn digest(field: &'static str, value: Option<&str>) -> Result<Option<[u8; 32]>, ConfigError> {
+    let Some(value) = value else { return Ok(None) };
+    let bad = || ConfigError::BadDigest {
+        field,
+        value: value.chars().take(80).collect(),
+    };
+    if value.len() != 64 || !value.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(bad());
+    }
+    let bytes = hex::decode(value).map_err(|_| bad())?;
+    <[u8; 32]>::try_from(bytes.as_slice())
+        .map(Some)
+        .map_err(|_| bad())
 }
 
 fn default_baud() -> u32 {
@@ -412,6 +465,12 @@ impl Config {
                 allowed: BAUD_RATES,
             });
         }
+        let rx_buffer_bytes = raw.printer.rx_buffer_bytes;
+        if !(RX_BUFFER_BYTES_MIN..=RX_BUFFER_BYTES_MAX).contains(&rx_buffer_bytes) {
+            return Err(ConfigError::BadRxBuffer {
+                value: rx_buffer_bytes,
+            });
+        }
         Ok(Self {
             gateway_id: GatewayId::parse(&raw.gateway_id)?,
             paths: Paths {
@@ -420,6 +479,9 @@ impl Config {
             printer: Printer {
                 serial: device("printer.serial", &raw.printer.serial)?,
                 baud,
+                rx_buffer_bytes,
+                m115_sha256: digest("printer.m115_sha256", raw.printer.m115_sha256.as_deref())?,
+                m503_sha256: digest("printer.m503_sha256", raw.printer.m503_sha256.as_deref())?,
             },
             tpm: Tpm {
                 device: device("tpm.device", &raw.tpm.device)?,
@@ -576,6 +638,9 @@ device = "/dev/tpmrm0"
         assert_eq!(cfg.paths.state_dir, PathBuf::from("/var/lib/dosegate"));
         assert_eq!(cfg.printer.serial, PathBuf::from("/dev/ttyUSB0"));
         assert_eq!(cfg.printer.baud, 115_200);
+        assert_eq!(cfg.printer.rx_buffer_bytes, 128);
+        assert_eq!(cfg.printer.m115_sha256, None);
+        assert_eq!(cfg.printer.m503_sha256, None);
         assert_eq!(cfg.tpm.device, PathBuf::from("/dev/tpmrm0"));
         assert_eq!(cfg.insecure, None);
     }
@@ -791,6 +856,67 @@ tpm_tcti = "swtpm:host=127.0.0.1,port=2321"
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn reads_the_printers_receive_buffer_and_firmware_baseline() {
+        let m115 = "ab".repeat(32);
+        let m503 = "0F".repeat(32);
+        let text = with(
+            "serial = \"/dev/ttyUSB0\"",
+            &format!(
+                "serial = \"/dev/ttyUSB0\"\nrx_buffer_bytes = 1024\nm115_sha256 = \"{m115}\"\nm503_sha256 = \"{m503}\""
+            ),
+        );
+        let cfg = Config::parse(&text).expect("valid");
+        assert_eq!(cfg.printer.rx_buffer_bytes, 1024);
+        assert_eq!(cfg.printer.m115_sha256, Some([0xab; 32]));
+        assert_eq!(cfg.printer.m503_sha256, Some([0x0f; 32]));
+    }
+
+    #[test]
+    fn rejects_receive_buffers_outside_the_bounds() {
+        for value in [0, 31, 4097, 1 << 20] {
+            let text = with(
+                "serial = \"/dev/ttyUSB0\"",
+                &format!("serial = \"/dev/ttyUSB0\"\nrx_buffer_bytes = {value}"),
+            );
+            assert_eq!(
+                Config::parse(&text),
+                Err(ConfigError::BadRxBuffer { value }),
+                "{value}"
+            );
+        }
+        let negative = with(
+            "serial = \"/dev/ttyUSB0\"",
+            "serial = \"/dev/ttyUSB0\"\nrx_buffer_bytes = -1",
+        );
+        assert!(matches!(
+            Config::parse(&negative),
+            Err(ConfigError::Syntax { .. })
+        ));
+    }
+
+    #[test]
+    fn rejects_baseline_digests_that_are_not_sha256_hex() {
+        for (key, value) in [
+            ("m115_sha256", "abc".to_owned()),
+            ("m115_sha256", "g".repeat(64)),
+            ("m503_sha256", "a".repeat(65)),
+            ("m503_sha256", String::new()),
+        ] {
+            let text = with(
+                "serial = \"/dev/ttyUSB0\"",
+                &format!("serial = \"/dev/ttyUSB0\"\n{key} = \"{value}\""),
+            );
+            assert!(
+                matches!(
+                    Config::parse(&text),
+                    Err(ConfigError::BadDigest { field, .. }) if field.ends_with(key)
+                ),
+                "{key} = {value:?}"
+            );
+        }
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! layer. ENGINEERING ONLY: the file is not policy-checked; positions for the checkpoints come
 //! from the simulator's motion model.
 //!
-//! usage: stream_bench PORT GCODE [MAX_IN_FLIGHT [MAX_BYTES_IN_FLIGHT]]
+//! usage: stream_bench PORT GCODE [MAX_IN_FLIGHT [MAX_BYTES_IN_FLIGHT]] (defaults 32 and 127: Marlin's
+//! 128-byte receive buffer less one)
 
 use std::time::{Duration, Instant};
 
@@ -22,7 +23,7 @@ fn main() -> Result<()> {
     let gcode = args
         .next()
         .context("usage: stream_bench PORT GCODE [MAX_IN_FLIGHT]")?;
-    let max_in_flight: usize = args.next().map_or(Ok(8), |s| s.parse())?;
+    let max_in_flight: usize = args.next().map_or(Ok(32), |s| s.parse())?;
     let max_bytes: usize = args.next().map_or(Ok(127), |s| s.parse())?;
     let text = std::fs::read_to_string(&gcode)?;
     let mut motion = Motion::new();

@@ -12,6 +12,7 @@ pub mod lifecycle;
 pub mod mqtt;
 pub mod notify;
 pub mod outbox;
+pub mod printer;
 pub mod serial;
 pub mod spectra;
 pub mod spectrometer;

@@ -8,30 +8,27 @@
 //! spectrum left from another job can never be taken for this one.
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use dosegate_core::inference::ValidatedModel;
 use dosegate_core::instrument::{Balance as _, Spectrometer as _, WeighMode};
 use dosegate_core::job::VerifiedJob;
 use dosegate_core::policy::Policy;
 use dosegate_core::release::UnitMeasurement;
-use dosegate_core::stream::{MonitorLimits, StreamConfig, StreamEvent, StreamProgram, Streamer};
+use dosegate_core::stream::StreamEvent;
 use serde::Serialize;
 use tracing::{info, warn};
 
 use crate::balance::{MtSicsBalance, open_serial};
 use crate::lifecycle::{BoxFuture, MeasureStation, Measurements, PrintReport, PrintStation};
-use crate::serial::{self, SerialSettings};
+use crate::printer::{PrinterSettings, print_job};
 use crate::spectrometer::DropFolderSpectrometer;
 
-/// The printer on a serial port.
+/// The printer on a serial port, as the gateway configuration describes it.
 #[derive(Debug, Clone)]
 pub struct SerialPrintStation {
-    /// The port.
-    pub settings: SerialSettings,
-    /// Streaming settings (firmware baseline, lines in flight); the temperature monitor's limits
-    /// come from each job's policy.
-    pub stream: StreamConfig,
+    /// Port, receive buffer, window and firmware baseline.
+    pub settings: PrinterSettings,
 }
 
 impl PrintStation for SerialPrintStation {
@@ -42,23 +39,12 @@ impl PrintStation for SerialPrintStation {
         stop: BoxFuture<'a, ()>,
     ) -> BoxFuture<'a, Result<PrintReport, String>> {
         Box::pin(async move {
-            let program = StreamProgram::from_verified(job.program())
-                .map_err(|e| format!("program is not streamable: {e}"))?;
-            let config = StreamConfig {
-                monitor: MonitorLimits::from_policy(policy),
-                ..self.stream.clone()
-            };
-            let mut port = serial::open(&self.settings)
-                .await
-                .map_err(|e| format!("cannot open {}: {e}", self.settings.path.display()))?;
-            let start = Instant::now();
-            let mut streamer = Streamer::new(program, config, start.elapsed());
             let mut firmware = None;
             let mut last_logged = 0usize;
-            let outcome = serial::run(
-                &mut port,
-                &mut streamer,
-                start,
+            let outcome = print_job(
+                &self.settings,
+                job,
+                policy,
                 |e, p| {
                     if matches!(e, StreamEvent::FirmwareIdentified { .. }) {
                         firmware = Some(e.clone());
@@ -74,11 +60,12 @@ impl PrintStation for SerialPrintStation {
                 },
                 stop,
             )
-            .await;
+            .await
+            .map_err(|e| format!("[{}] {e}", e.code()))?;
             Ok(PrintReport {
-                outcome,
+                outcome: outcome.result,
                 firmware,
-                seconds: start.elapsed().as_secs_f64(),
+                seconds: outcome.elapsed.as_secs_f64(),
             })
         })
     }

@@ -3,6 +3,7 @@
 #![no_main]
 
 use dosegate_core::config::{BAUD_RATES, Config, MAX_CONFIG_BYTES};
+use dosegate_core::config::{RX_BUFFER_BYTES_MAX, RX_BUFFER_BYTES_MIN};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -13,5 +14,6 @@ fuzz_target!(|data: &[u8]| {
         assert!(cfg.printer.serial.starts_with("/dev"));
         assert!(cfg.tpm.device.starts_with("/dev"));
         assert!(BAUD_RATES.contains(&cfg.printer.baud));
+        assert!((RX_BUFFER_BYTES_MIN..=RX_BUFFER_BYTES_MAX).contains(&cfg.printer.rx_buffer_bytes));
     }
 });

@@ -16,11 +16,13 @@
 //! fixed depth.
 
 mod motion;
+mod parse;
 mod printer;
 mod pty;
 mod rng;
 
 pub use motion::{Motion, Position};
+pub use parse::normal_form;
 pub use printer::{Executed, Fault, Faults, Printer, SimConfig};
 pub use pty::PtyPrinter;
 pub use rng::SplitMix64;

@@ -8,6 +8,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use crate::motion::Motion;
+use crate::parse::normal_form;
 use crate::rng::SplitMix64;
 
 /// One fault, applied to the `k`-th line the firmware reads (see [`Faults::schedule`]).
@@ -98,7 +99,8 @@ impl Default for SimConfig {
 pub struct Executed {
     /// Its line number, if it had one.
     pub line: Option<u32>,
-    /// The command text, without line number and checksum.
+    /// The command as the firmware read it, in [`crate::normal_form`] (single spaces, shortest
+    /// numbers), whatever layout the host sent.
     pub command: String,
 }
 
@@ -450,19 +452,14 @@ impl Printer {
                 return;
             }
             self.last_line = n;
-            let body = head
-                .get(1 + digits.len()..)
-                .unwrap_or_default()
-                .split_whitespace()
-                .collect::<Vec<_>>()
-                .join(" ");
+            let body = read_command(head.get(1 + digits.len()..).unwrap_or_default());
             (Some(n), body)
         } else {
             if text.contains('*') {
                 self.line_error("No Line Number with checksum");
                 return;
             }
-            (None, text.to_owned())
+            (None, read_command(text))
         };
         self.queue.push_back(Queued {
             line,
@@ -717,4 +714,10 @@ impl Printer {
             self.heat_reports = 0;
         }
     }
+}
+
+/// The command as Marlin's parser reads it, in the log's normal form; text Marlin finds no
+/// command in is kept (single-spaced) so it is answered `Unknown command`.
+fn read_command(body: &str) -> String {
+    normal_form(body).unwrap_or_else(|| body.split_whitespace().collect::<Vec<_>>().join(" "))
 }

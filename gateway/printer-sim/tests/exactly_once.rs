@@ -13,7 +13,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{printlet, run};
+use common::{normal, printlet, run};
 use dosegate_core::stream::StreamConfig;
 use dosegate_printer_sim::{Fault, Faults, SimConfig};
 use proptest::prelude::*;
@@ -56,6 +56,7 @@ proptest! {
         };
         let r = run(&prog, cfg, sim, Duration::from_millis(latency_ms));
         let ran = r.executed_program();
+        let prog = normal(&prog);
         match &r.outcome {
             Ok(summary) => {
                 prop_assert_eq!(&ran, &prog);

@@ -5,10 +5,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::{fast_cfg, printlet, run, run_with};
+use common::{fast_cfg, normal, printlet, run, run_with};
 use dosegate_core::stream::{
-    AbortReason, FirmwareCheck, FirmwareIdentity, Heater, IdentityQuery, MonitorLimits,
-    StreamConfig, StreamEvent,
+    AbortReason, FirmwareBaseline, FirmwareCheck, FirmwareIdentity, Heater, IdentityQuery,
+    MonitorLimits, StreamConfig, StreamEvent,
 };
 use dosegate_printer_sim::{Fault, Faults, SimConfig};
 
@@ -28,11 +28,10 @@ fn streams_a_program_exactly_once_with_advanced_ok() {
     let r = run(&prog, fast_cfg(), SimConfig::default(), Duration::ZERO);
     let summary = r.outcome.as_ref().expect("completed");
     assert_eq!(summary.commands, prog.len());
-    assert_eq!(r.executed_program(), prog);
-    assert!(
-        r.events
-            .contains(&StreamEvent::StreamingStarted { lines_in_flight: 8 })
-    );
+    assert_eq!(r.executed_program(), normal(&prog));
+    assert!(r.events.contains(&StreamEvent::StreamingStarted {
+        lines_in_flight: 32
+    }));
 }
 
 #[test]
@@ -45,7 +44,7 @@ fn keeps_one_line_in_flight_without_advanced_ok() {
     };
     let r = run(&prog, fast_cfg(), sim, Duration::from_millis(1));
     assert!(r.outcome.is_ok(), "{:?}", r.outcome);
-    assert_eq!(r.executed_program(), prog);
+    assert_eq!(r.executed_program(), normal(&prog));
     assert!(
         r.events
             .contains(&StreamEvent::StreamingStarted { lines_in_flight: 1 })
@@ -63,7 +62,7 @@ fn resends_a_corrupted_line_without_skipping_or_repeating() {
             Duration::from_millis(2),
         );
         assert!(r.outcome.is_ok(), "{fault:?}: {:?}", r.outcome);
-        assert_eq!(r.executed_program(), prog, "{fault:?}");
+        assert_eq!(r.executed_program(), normal(&prog), "{fault:?}");
         assert!(r.resends() >= 1, "{fault:?}: no resend was requested");
     }
 }
@@ -85,7 +84,7 @@ fn survives_missing_oks_and_busy_spells() {
             );
             assert_eq!(
                 r.executed_program(),
-                prog,
+                normal(&prog),
                 "{fault:?} advanced_ok={advanced_ok}"
             );
         }
@@ -106,7 +105,7 @@ fn overfilling_the_receive_buffer_loses_bytes_but_no_move() {
         "the test did not overflow the buffer"
     );
     assert!(r.outcome.is_ok(), "{:?}", r.outcome);
-    assert_eq!(r.executed_program(), prog);
+    assert_eq!(r.executed_program(), normal(&prog));
 }
 
 #[test]
@@ -124,7 +123,7 @@ fn a_disconnect_aborts_the_job() {
     assert!(commands_acked < prog.len());
     assert_eq!(
         r.executed_program(),
-        prog[..r.executed_program().len()].to_vec()
+        normal(&prog)[..r.executed_program().len()].to_vec()
     );
 }
 
@@ -159,7 +158,7 @@ fn refuses_to_print_when_the_firmware_differs_from_its_baseline() {
     let baseline = identity_of(&SimConfig::default());
     let prog = printlet(50);
     let cfg = StreamConfig {
-        firmware: FirmwareCheck::Baseline(baseline),
+        firmware: FirmwareCheck::Baseline(baseline.into()),
         ..fast_cfg()
     };
 
@@ -207,6 +206,62 @@ fn refuses_to_print_when_the_firmware_differs_from_its_baseline() {
         r.outcome
     );
     assert!(r.executed_program().is_empty());
+
+    // A baseline may hold one digest: only that answer is compared.
+    let only_m503 = StreamConfig {
+        firmware: FirmwareCheck::Baseline(FirmwareBaseline {
+            m115_sha256: None,
+            m503_sha256: Some(baseline.m503_sha256),
+        }),
+        ..fast_cfg()
+    };
+    let other_name = SimConfig {
+        m115_override: Some(vec![
+            "FIRMWARE_NAME:Marlin 2.1.2.4 (patched) PROTOCOL_VERSION:1.0".into(),
+            "Cap:ADVANCED_OK:1".into(),
+        ]),
+        ..SimConfig::default()
+    };
+    let r = run(&prog, only_m503.clone(), other_name, Duration::ZERO);
+    assert!(r.outcome.is_ok(), "{:?}", r.outcome);
+    let retuned = SimConfig {
+        steps_per_mm_e: 140.0,
+        ..SimConfig::default()
+    };
+    let r = run(&prog, only_m503, retuned, Duration::ZERO);
+    assert!(matches!(
+        r.outcome,
+        Err(AbortReason::FirmwareMismatch {
+            query: IdentityQuery::M503,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn mid_print_checkpoints_compare_positions_without_draining_the_planner() {
+    // Given a checkpoint every 100 commands of a 1000-move print,
+    let prog = printlet(1000);
+    let cfg = StreamConfig {
+        checkpoint_every: 100,
+        ..fast_cfg()
+    };
+    // when it streams,
+    let r = run(&prog, cfg, SimConfig::default(), Duration::from_millis(1));
+    // then every checkpoint's M114 was compared, and only the final one waited for the moves
+    // to finish (M400): a mid-print drain would stop the nozzle and leave a blob.
+    let summary = r.outcome.as_ref().expect("completed");
+    let count = |word: &str| {
+        r.printer
+            .executed()
+            .iter()
+            .filter(|e| e.command == word)
+            .count()
+    };
+    assert_eq!(summary.checkpoints as usize, prog.len() / 100 + 1);
+    assert_eq!(count("M114"), prog.len() / 100 + 1);
+    assert_eq!(count("M400"), 1);
+    assert_eq!(r.executed_program(), normal(&prog));
 }
 
 fn limits() -> MonitorLimits {
@@ -301,7 +356,7 @@ fn an_in_band_print_with_monitoring_completes() {
     };
     let r = run(&prog, cfg, SimConfig::default(), Duration::from_millis(1));
     assert!(r.outcome.is_ok(), "{:?}", r.outcome);
-    assert_eq!(r.executed_program(), prog);
+    assert_eq!(r.executed_program(), normal(&prog));
 }
 
 #[test]

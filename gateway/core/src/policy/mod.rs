@@ -168,6 +168,43 @@ pub struct Temperature {
     pub max_nozzle_on_s: f64,
     /// The program must end with every heater off.
     pub heaters_off_at_end: bool,
+    /// Live monitoring during the print: how far outside its band a heater's reading may be
+    /// without counting as a deviation, °C (sensor noise, PID overshoot).
+    #[serde(default = "default_tolerance_c")]
+    pub tolerance_c: f64,
+    /// Live monitoring: how long a deviation beyond the tolerance may last before the job is
+    /// aborted, s.
+    #[serde(default = "default_grace_s")]
+    pub grace_s: f64,
+    /// Live monitoring: how long a heater may take to reach its band after a set-point inside it,
+    /// s.
+    #[serde(default = "default_heatup_timeout_s")]
+    pub heatup_timeout_s: f64,
+}
+
+/// Default of [`Temperature::tolerance_c`] for policies written before the field existed.
+pub const DEFAULT_TOLERANCE_C: f64 = 3.0;
+/// Default of [`Temperature::grace_s`].
+pub const DEFAULT_GRACE_S: f64 = 10.0;
+/// Default of [`Temperature::heatup_timeout_s`].
+pub const DEFAULT_HEATUP_TIMEOUT_S: f64 = 600.0;
+/// Bounds of [`Temperature::tolerance_c`], °C.
+pub const TOLERANCE_C_RANGE: [f64; 2] = [0.0, 25.0];
+/// Bounds of [`Temperature::grace_s`], s.
+pub const GRACE_S_RANGE: [f64; 2] = [0.0, 300.0];
+/// Bounds of [`Temperature::heatup_timeout_s`], s.
+pub const HEATUP_TIMEOUT_S_RANGE: [f64; 2] = [10.0, 7200.0];
+
+fn default_tolerance_c() -> f64 {
+    DEFAULT_TOLERANCE_C
+}
+
+fn default_grace_s() -> f64 {
+    DEFAULT_GRACE_S
+}
+
+fn default_heatup_timeout_s() -> f64 {
+    DEFAULT_HEATUP_TIMEOUT_S
 }
 
 /// `[speed]`, mm/s.
@@ -422,6 +459,17 @@ impl Policy {
             0.0,
             7.0 * 86_400.0,
         )?;
+        for (field, v, [lo, hi]) in [
+            ("temperature.tolerance_c", t.tolerance_c, TOLERANCE_C_RANGE),
+            ("temperature.grace_s", t.grace_s, GRACE_S_RANGE),
+            (
+                "temperature.heatup_timeout_s",
+                t.heatup_timeout_s,
+                HEATUP_TIMEOUT_S_RANGE,
+            ),
+        ] {
+            check_num(field, v, lo, hi)?;
+        }
 
         let s = &file.speed;
         check_range("speed.print_mm_s", s.print_mm_s, 0.0, 1000.0)?;

@@ -70,6 +70,66 @@ fn refuses_non_physical_numbers() {
 }
 
 #[test]
+fn carries_the_live_monitoring_limits_with_bounds_and_defaults() {
+    let t = fdm().temperature().clone();
+    assert_eq!(
+        (t.tolerance_c, t.grace_s, t.heatup_timeout_s),
+        (3.0, 10.0, 600.0)
+    );
+    let s = Policy::from_toml(SSE).unwrap().temperature().clone();
+    assert_eq!(
+        (s.tolerance_c, s.grace_s, s.heatup_timeout_s),
+        (2.0, 15.0, 900.0)
+    );
+    // A policy written before the fields existed gets the documented defaults.
+    let old = FDM
+        .lines()
+        .filter(|l| !l.starts_with("tolerance_c") && !l.starts_with("grace_s"))
+        .filter(|l| !l.starts_with("heatup_timeout_s"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let t = Policy::from_toml(&old).unwrap().temperature().clone();
+    assert_eq!(
+        (t.tolerance_c, t.grace_s, t.heatup_timeout_s),
+        (
+            DEFAULT_TOLERANCE_C,
+            DEFAULT_GRACE_S,
+            DEFAULT_HEATUP_TIMEOUT_S
+        )
+    );
+    for (from, to, field) in [
+        (
+            "tolerance_c = 3.0",
+            "tolerance_c = -1.0",
+            "temperature.tolerance_c",
+        ),
+        (
+            "tolerance_c = 3.0",
+            "tolerance_c = 40.0",
+            "temperature.tolerance_c",
+        ),
+        ("grace_s = 10.0", "grace_s = 3600.0", "temperature.grace_s"),
+        ("grace_s = 10.0", "grace_s = nan", "temperature.grace_s"),
+        (
+            "heatup_timeout_s = 600.0",
+            "heatup_timeout_s = 1.0",
+            "temperature.heatup_timeout_s",
+        ),
+        (
+            "heatup_timeout_s = 600.0",
+            "heatup_timeout_s = 1e9",
+            "temperature.heatup_timeout_s",
+        ),
+    ] {
+        let text = FDM.replace(from, to);
+        assert!(
+            matches!(Policy::from_toml(&text), Err(PolicyError::OutOfRange { field: f, .. }) if f == field),
+            "{to}"
+        );
+    }
+}
+
+#[test]
 fn refuses_unknown_keys_and_missing_sections() {
     let text = format!("{FDM}\n[extra]\nx = 1\n");
     assert!(matches!(

@@ -29,8 +29,8 @@ pub use frame::{CanonicalCommand, MAX_COMMAND_LEN, checksum, frame};
 pub use monitor::{MonitorLimits, TemperatureMonitor};
 pub use reply::{MAX_REPLY_LEN, Position, Reply, Temperatures, parse_reply};
 pub use streamer::{
-    FirmwareCheck, MAX_PROGRAM_COMMANDS, Progress, StreamCommand, StreamConfig, StreamProgram,
-    Streamer, Transmit,
+    FirmwareBaseline, FirmwareCheck, MAX_PROGRAM_COMMANDS, Progress, StreamCommand, StreamConfig,
+    StreamProgram, Streamer, Transmit,
 };
 
 #[cfg(test)]

@@ -29,14 +29,19 @@ pub struct MonitorLimits {
 
 impl MonitorLimits {
     /// The limits a policy implies: its nozzle and bed set-point ranges as bands (an unheated
-    /// `[0, 0]` range is not monitored), with this module's defaults for tolerance, grace time,
-    /// heat-up timeout and report gap until the policy carries them.
+    /// `[0, 0]` range is not monitored), and its `temperature.tolerance_c`, `grace_s` and
+    /// `heatup_timeout_s` (validated and bounded when the policy was parsed). The gap between
+    /// reports is the link's, not the product's: this module's default.
     pub fn from_policy(policy: &Policy) -> Self {
         let band = |r: [f64; 2]| (r[1] > 0.0).then_some((r[0], r[1]));
         let t = policy.temperature();
+        let secs = |s: f64| Duration::try_from_secs_f64(s).unwrap_or(Duration::ZERO);
         Self {
             hotend_c: band(t.nozzle_c),
             bed_c: band(t.bed_c),
+            tolerance_c: t.tolerance_c,
+            grace: secs(t.grace_s),
+            heatup_timeout: secs(t.heatup_timeout_s),
             ..Self::default()
         }
     }

@@ -78,13 +78,43 @@ impl StreamProgram {
     }
 }
 
+/// The commissioning baseline of a firmware's identity: each digest, when present, must match.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FirmwareBaseline {
+    /// Expected digest of the `M115` answer.
+    pub m115_sha256: Option<[u8; 32]>,
+    /// Expected digest of the `M503` answer.
+    pub m503_sha256: Option<[u8; 32]>,
+}
+
+impl From<FirmwareIdentity> for FirmwareBaseline {
+    fn from(id: FirmwareIdentity) -> Self {
+        Self {
+            m115_sha256: Some(id.m115_sha256),
+            m503_sha256: Some(id.m503_sha256),
+        }
+    }
+}
+
 /// How the firmware's identity is checked after the handshake.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FirmwareCheck {
-    /// Refuse to print unless `M115` and `M503` hash to the commissioning baseline.
-    Baseline(FirmwareIdentity),
+    /// Refuse to print unless `M115` and `M503` hash to the commissioning baseline (each digest
+    /// the baseline holds).
+    Baseline(FirmwareBaseline),
     /// Record the digests only (commissioning, engineering mode).
     RecordOnly,
+}
+
+impl FirmwareCheck {
+    /// `Baseline` when `baseline` holds a digest, else `RecordOnly`.
+    pub fn from_baseline(baseline: FirmwareBaseline) -> Self {
+        if baseline.m115_sha256.is_some() || baseline.m503_sha256.is_some() {
+            Self::Baseline(baseline)
+        } else {
+            Self::RecordOnly
+        }
+    }
 }
 
 /// Streaming parameters. The defaults suit Marlin 2 over USB.
@@ -121,7 +151,7 @@ pub struct StreamConfig {
 impl Default for StreamConfig {
     fn default() -> Self {
         Self {
-            max_lines_in_flight: 8,
+            max_lines_in_flight: 32,
             max_bytes_in_flight: 127,
             ack_timeout: Duration::from_secs(10),
             max_probes: 3,
@@ -743,6 +773,7 @@ impl Streamer {
                     self.report_deadline = Some(now + self.cfg.ack_timeout);
                 }
             }
+            Purpose::AutoReport if self.phase == Phase::Identify => self.start_streaming(now),
             Purpose::AutoReport | Purpose::Drain => {}
         }
         while self.history_base < self.acked && self.history.pop_front().is_some() {
@@ -793,6 +824,7 @@ impl Streamer {
                     (IdentityQuery::M115, base.m115_sha256, identity.m115_sha256),
                     (IdentityQuery::M503, base.m503_sha256, identity.m503_sha256),
                 ] {
+                    let Some(want) = want else { continue };
                     if want != got {
                         let reason = AbortReason::FirmwareMismatch {
                             query,
@@ -815,14 +847,21 @@ impl Streamer {
             m503_sha256: hex::encode(identity.m503_sha256),
             baseline_checked,
         });
+        if self.caps.autoreport_temp {
+            // Part of connecting, as every host does it: the program starts after its `ok`.
+            self.pending.push_back(Purpose::AutoReport);
+        } else {
+            self.start_streaming(now);
+        }
+    }
+
+    fn start_streaming(&mut self, now: Duration) {
         self.window_lines = if self.caps.advanced_ok {
             self.cfg.max_lines_in_flight.max(1)
         } else {
             1
         };
-        if self.caps.autoreport_temp {
-            self.pending.push_back(Purpose::AutoReport);
-        } else {
+        if !self.caps.autoreport_temp {
             self.next_poll = Some(now);
         }
         self.phase = Phase::Streaming;
@@ -848,12 +887,15 @@ impl Streamer {
         self.next_program += 1;
         let every = self.cfg.checkpoint_every;
         if i + 1 == len {
+            // The end: wait for every move to finish (M400), then compare.
             self.final_queued = true;
             self.pending
                 .extend([Purpose::Drain, Purpose::Checkpoint(i)]);
         } else if every > 0 && (i + 1).is_multiple_of(every) {
-            self.pending
-                .extend([Purpose::Drain, Purpose::Checkpoint(i)]);
+            // Mid-print: `M114` reports the logical position after every command the firmware
+            // has processed (planned), which is what the virtual print predicts; no `M400`, so
+            // the planner never drains (no stop, no blob) and no round trip is added.
+            self.pending.push_back(Purpose::Checkpoint(i));
         }
     }
 

@@ -62,7 +62,64 @@ proptest! {
         let text = std::str::from_utf8(&bytes[..bytes.len() - 1]).unwrap();
         let (head, cs) = text.rsplit_once('*').unwrap();
         prop_assert_eq!(cs.parse::<u8>().unwrap(), checksum(head.as_bytes()));
-        prop_assert_eq!(head.split_whitespace().skip(1).collect::<Vec<_>>().join(" "), cmd.as_str());
+        let prefix = format!("N{n} ");
+        prop_assert!(head.starts_with(&prefix));
+        prop_assert_eq!(read_back(head), words_of(cmd.as_str()));
+    }
+}
+
+/// The command word and each parameter's letter and value, as Marlin's parser splits a frame's
+/// body (`N<n> ` skipped; a parameter is a letter and the `0-9 . + -` characters after it).
+fn read_back(head: &str) -> Vec<(char, Option<f64>)> {
+    let body = head.split_once(' ').unwrap().1.replace(' ', "");
+    let mut out = Vec::new();
+    let mut chars = body.chars().peekable();
+    while let Some(letter) = chars.next() {
+        let mut value = String::new();
+        while let Some(&c) = chars.peek() {
+            if c.is_ascii_digit() || matches!(c, '.' | '-' | '+') {
+                value.push(c);
+                chars.next();
+            } else {
+                break;
+            }
+        }
+        out.push((letter, value.parse().ok()));
+    }
+    out
+}
+
+fn words_of(command: &str) -> Vec<(char, Option<f64>)> {
+    command
+        .split(' ')
+        .map(|w| {
+            let mut c = w.chars();
+            (c.next().unwrap(), c.as_str().parse().ok())
+        })
+        .collect()
+}
+
+#[test]
+fn frames_are_compact_and_numbers_shortest_where_marlin_reads_them_the_same() {
+    let f = |text: &str| {
+        let b = frame(7, &CanonicalCommand::new(text).unwrap());
+        let s = String::from_utf8(b).unwrap();
+        s.rsplit_once('*').unwrap().0.to_owned()
+    };
+    // Layouts may add a space where a zero-XOR prefix would otherwise appear.
+    let plain = |s: String| s.replace("  ", " ");
+    assert_eq!(
+        plain(f("G1 X100.20 Y-0.50 E0.0100 F1800")).replace(' ', ""),
+        "N7G1X100.2Y-.5E.01F1800"
+    );
+    assert_eq!(plain(f("G92 E0")).replace(' ', ""), "N7G92E0");
+    assert_eq!(plain(f("M104 S190.000")).replace(' ', ""), "N7M104S190");
+    // Flags and free text keep their spaces and digits.
+    assert_eq!(plain(f("G28 X Y")).trim_end(), "N7 G28 X Y");
+    assert_eq!(plain(f("M117 Hello 1.50")).trim_end(), "N7 M117 Hello 1.50");
+    // The line number is always followed by a space (newer Marlin skips `N<n>` up to one).
+    for text in ["G1 X1", "T0", "M82"] {
+        assert!(f(text).starts_with("N7 "), "{text}");
     }
 }
 
@@ -303,6 +360,12 @@ fn identified(n: usize, advanced_ok: bool) -> Streamer {
     assert_eq!(sent(&mut s).len(), 1);
     let ok = if advanced_ok { "ok N2 P15 B3" } else { "ok" };
     s.handle_input(format!("echo:  M92 X80.00\n{ok}\n").as_bytes(), ms(3));
+    // Auto-reporting is switched on before the program starts (as part of connecting).
+    let m155 = sent(&mut s);
+    assert_eq!(m155.len(), 1, "{m155:?}");
+    assert!(m155[0].starts_with("N3 M155"), "{m155:?}");
+    let ok = if advanced_ok { "ok N3 P15 B3" } else { "ok" };
+    s.handle_input(format!("{ok}\n").as_bytes(), ms(3));
     s
 }
 
@@ -494,4 +557,19 @@ fn reads_a_position_carried_on_the_ok_line() {
             e: 4.0
         }
     );
+}
+
+#[test]
+fn monitor_limits_come_from_the_policy() {
+    // Given the paste policy (unheated bed, 2 °C tolerance, 15 s grace, 15 min heat-up),
+    let text = include_str!("../../../../policies/sse-levetiracetam-paste.toml");
+    let policy = crate::policy::Policy::from_toml(text).unwrap();
+    // when the monitor's limits are derived from it,
+    let l = MonitorLimits::from_policy(&policy);
+    // then they are the policy's, and the unheated bed is not watched.
+    assert_eq!(l.hotend_c, Some((20.0, 40.0)));
+    assert_eq!(l.bed_c, None);
+    assert!((l.tolerance_c - 2.0).abs() < 1e-12);
+    assert_eq!(l.grace, ms(15_000));
+    assert_eq!(l.heatup_timeout, ms(900_000));
 }

@@ -9,21 +9,19 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, Result, bail};
 use dosegate_core::job::{GatewayContext, JobLimits, MemoryHistory};
 use dosegate_core::policy::{Policy, VerifiedProgram, verify_program};
 use dosegate_core::prescription::Prescription;
-use dosegate_core::stream::{
-    FirmwareCheck, FirmwareIdentity, MonitorLimits, StreamConfig, StreamEvent, StreamProgram,
-    Streamer,
-};
+use dosegate_core::stream::{FirmwareCheck, FirmwareIdentity, StreamEvent};
 use dosegate_core::trust::TrustedRoot;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::serial::{self, SerialSettings};
+use crate::printer::{self, PrinterSettings};
+use crate::serial::SerialSettings;
 
 /// Stream a verified job to the printer.
 #[derive(Debug, clap::Args)]
@@ -93,8 +91,13 @@ pub struct Args {
     #[arg(long)]
     no_reset: bool,
     /// Most lines in flight with ADVANCED_OK.
-    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=64))]
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=64))]
     max_in_flight: u16,
+    /// The firmware's serial receive buffer in bytes (Marlin's RX_BUFFER_SIZE; the gateway's
+    /// `[printer] rx_buffer_bytes`): never more unread bytes than this less one are in flight.
+    #[arg(long, value_name = "BYTES", default_value_t = 128,
+          value_parser = clap::value_parser!(u32).range(i64::from(printer::RX_BUFFER_BYTES_MIN)..=i64::from(printer::RX_BUFFER_BYTES_MAX)))]
+    rx_buffer: u32,
     /// Print one JSON object (events and outcome) instead of a progress bar and report.
     #[arg(long)]
     json: bool,
@@ -130,10 +133,13 @@ fn firmware_check(args: &Args) -> Result<FirmwareCheck> {
             let text = String::from_utf8(read(path)?).context("E_READ: baseline is not UTF-8")?;
             let b: Baseline =
                 toml::from_str(&text).with_context(|| format!("E_READ: {}", path.display()))?;
-            Ok(FirmwareCheck::Baseline(FirmwareIdentity {
-                m115_sha256: digest(&b.m115_sha256, "m115_sha256")?,
-                m503_sha256: digest(&b.m503_sha256, "m503_sha256")?,
-            }))
+            Ok(FirmwareCheck::Baseline(
+                FirmwareIdentity {
+                    m115_sha256: digest(&b.m115_sha256, "m115_sha256")?,
+                    m503_sha256: digest(&b.m503_sha256, "m503_sha256")?,
+                }
+                .into(),
+            ))
         }
         (None, true) if args.job.is_none() => Ok(FirmwareCheck::RecordOnly),
         (None, true) => bail!(
@@ -224,6 +230,15 @@ fn history(path: &Path) -> Result<MemoryHistory> {
     Ok(h)
 }
 
+fn progress_bar(total: u64) -> indicatif::ProgressBar {
+    let b = indicatif::ProgressBar::new(total);
+    b.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} commands  {per_sec}  {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    b
+}
+
 /// Runs the command.
 pub fn run(args: &Args) -> Result<ExitCode> {
     let engineering = args.job.is_none();
@@ -257,45 +272,29 @@ pub fn run(args: &Args) -> Result<ExitCode> {
             return Ok(ExitCode::from(1));
         }
     };
-    let stream_program =
-        StreamProgram::from_verified(&program).context("E_READ: program is not streamable")?;
-    let cfg = StreamConfig {
+    let settings = PrinterSettings {
+        serial: SerialSettings {
+            baud: args.baud,
+            reset_on_connect: !args.no_reset,
+            ..SerialSettings::new(&args.port)
+        },
+        rx_buffer_bytes: args.rx_buffer,
         max_lines_in_flight: usize::from(args.max_in_flight),
         firmware,
-        monitor: MonitorLimits::from_policy(&policy),
-        ..StreamConfig::default()
-    };
-    let settings = SerialSettings {
-        baud: args.baud,
-        reset_on_connect: !args.no_reset,
-        ..SerialSettings::new(&args.port)
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let total = stream_program.commands().len() as u64;
-    let bar = (!args.json).then(|| {
-        let b = indicatif::ProgressBar::new(total);
-        b.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{bar:40} {pos}/{len} commands  {per_sec}  {msg}",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
-        b
-    });
+    let bar = (!args.json).then(|| progress_bar(program.commands().len() as u64));
     let mut events = Vec::new();
-    let (outcome, elapsed) = rt.block_on(async {
-        let mut port = serial::open(&settings).await.context("E_PORT")?;
-        let start = Instant::now();
-        let mut streamer = Streamer::new(stream_program, cfg, start.elapsed());
+    let outcome = rt.block_on(async {
         let stop = async {
             let _ = tokio::signal::ctrl_c().await;
         };
-        let outcome = serial::run(
-            &mut port,
-            &mut streamer,
-            start,
+        printer::print_program(
+            &settings,
+            &program,
+            &policy,
             |e, p| {
                 if let Some(b) = &bar {
                     b.set_position(p.commands_acked as u64);
@@ -313,13 +312,26 @@ pub fn run(args: &Args) -> Result<ExitCode> {
             },
             stop,
         )
-        .await;
-        anyhow::Ok((outcome, start.elapsed()))
-    })?;
+        .await
+    });
+    let outcome = match outcome {
+        Ok(o) => o,
+        Err(e @ printer::PrintError::Port(_)) => {
+            return Err(anyhow::Error::new(e).context("E_PORT"));
+        }
+        Err(e) => return Err(anyhow::Error::new(e).context("E_READ")),
+    };
     if let Some(b) = &bar {
         b.finish_and_clear();
     }
-    report(args, engineering, &program, &outcome, elapsed, &events)
+    report(
+        args,
+        engineering,
+        &program,
+        &outcome.result,
+        outcome.elapsed,
+        &events,
+    )
 }
 
 fn report(

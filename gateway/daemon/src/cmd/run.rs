@@ -26,7 +26,6 @@ use dosegate_core::config::{Config, ConfigError, MAX_CONFIG_BYTES};
 use dosegate_core::envelope::Signer;
 use dosegate_core::fleet::{GatewayId, Measurement, OutboxConfig, SoftwareVersion};
 use dosegate_core::job::JobLimits;
-use dosegate_core::stream::{FirmwareCheck, StreamConfig};
 use dosegate_core::trust::TrustedRoot;
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -37,7 +36,7 @@ use crate::lifecycle::{self, JobRunner};
 use crate::mqtt::{self, Inbound, LedgerEntry, LinkConfig, LinkStatus};
 use crate::notify::{self, NotifyError, State};
 use crate::outbox;
-use crate::serial::SerialSettings;
+use crate::printer::PrinterSettings;
 use crate::stations::{DropFolderStation, SerialPrintStation};
 use crate::store;
 use crate::tpm::{Handles, Tpm, TpmConfig};
@@ -476,14 +475,7 @@ async fn serve(config: &Config, config_bytes: &[u8]) -> Result<(), RunError> {
 
     // The devices.
     let mut printer = SerialPrintStation {
-        settings: SerialSettings {
-            baud: config.printer.baud,
-            ..SerialSettings::new(&config.printer.serial)
-        },
-        stream: StreamConfig {
-            firmware: FirmwareCheck::RecordOnly,
-            ..StreamConfig::default()
-        },
+        settings: PrinterSettings::from_config(&config.printer),
     };
     let mut measure = DropFolderStation {
         dir: config

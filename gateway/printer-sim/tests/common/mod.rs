@@ -10,7 +10,7 @@ use dosegate_core::stream::{
     AbortReason, CanonicalCommand, CompletionSummary, Position, StreamCommand, StreamConfig,
     StreamEvent, StreamProgram, Streamer, Transmit,
 };
-use dosegate_printer_sim::{Executed, Motion, Printer, SimConfig};
+use dosegate_printer_sim::{Executed, Motion, Printer, SimConfig, normal_form};
 
 /// Commands the streamer adds around a program (handshake, identity, reports, checkpoints).
 pub const HOUSEKEEPING: &[&str] = &["M110", "M115", "M503", "M155", "M105", "M400", "M114"];
@@ -37,6 +37,14 @@ pub fn program(commands: &[String]) -> StreamProgram {
         })
         .collect();
     StreamProgram::unverified(cmds).unwrap()
+}
+
+/// Commands in the execution log's normal form (how the firmware reads them).
+pub fn normal(commands: &[String]) -> Vec<String> {
+    commands
+        .iter()
+        .map(|c| normal_form(c).unwrap_or_else(|| c.clone()))
+        .collect()
 }
 
 /// A printlet-like program: heat, home, `moves` extruding moves on a square spiral, cool down.
