@@ -15,7 +15,7 @@ use dosegate_core::stream::{
     AbortReason, CanonicalCommand, CompletionSummary, Position, StreamCommand, StreamConfig,
     StreamProgram, Streamer,
 };
-use dosegate_printer_sim::Motion;
+use dosegate_printer_sim::{Motion, normal_form};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -75,17 +75,20 @@ impl VirtualPrinter {
         Self { child, dir }
     }
 
-    /// Executed moves, whitespace-normalised (our framing may double a space between words).
+    /// Executed moves in the simulator's normal form (our frames are compact: `G1X10E.5`), line
+    /// number and checksum removed.
     fn executed(&self) -> Vec<String> {
         std::fs::read_to_string(self.dir.join("exec.log"))
             .unwrap_or_default()
             .lines()
             .map(|l| {
-                let l = l.split('*').next().unwrap_or(l);
-                l.split_whitespace()
-                    .filter(|w| !w.starts_with('N'))
-                    .collect::<Vec<_>>()
-                    .join(" ")
+                let l = l.split('*').next().unwrap_or(l).trim_start();
+                let l = if l.starts_with('N') {
+                    l.split_once(' ').map_or("", |(_, rest)| rest)
+                } else {
+                    l
+                };
+                normal_form(l).unwrap_or_else(|| l.trim().to_owned())
             })
             .collect()
     }
@@ -161,7 +164,7 @@ fn program_moves(program: &[String]) -> Vec<String> {
     program
         .iter()
         .filter(|c| c.starts_with("G1 ") || c.starts_with("G0 "))
-        .cloned()
+        .map(|c| normal_form(c).unwrap_or_else(|| c.clone()))
         .collect()
 }
 
