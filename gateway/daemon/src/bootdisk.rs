@@ -17,6 +17,7 @@ use dosegate_core::update::gpt::{DiskWrite, Guid, Header, PartitionTable};
 
 /// Sector size the appliance disk uses (the GPT is read at LBA 1 = byte 512).
 pub const SECTOR: u64 = 512;
+const SECTOR_BYTES: usize = 512;
 /// Where boot entries live in the ESP.
 pub const ENTRY_DIR: &str = "EFI/Linux";
 const TMP_ENTRY: &str = ".dosegate-update.tmp";
@@ -137,15 +138,14 @@ impl Disk {
             path: self.path.clone(),
             source,
         };
-        let primary = Header::parse(&self.read_at(SECTOR, SECTOR as usize)?).map_err(layout)?;
+        let primary = Header::parse(&self.read_at(SECTOR, SECTOR_BYTES)?).map_err(layout)?;
         let entries = self.read_at(
             primary.entries_lba.saturating_mul(SECTOR),
             primary.entries_len(),
         )?;
-        let backup = Header::parse(&self.read_at(
-            primary.alternate_lba.saturating_mul(SECTOR),
-            SECTOR as usize,
-        )?)
+        let backup = Header::parse(
+            &self.read_at(primary.alternate_lba.saturating_mul(SECTOR), SECTOR_BYTES)?,
+        )
         .map_err(layout)?;
         PartitionTable::new(primary, &entries, backup, SECTOR).map_err(layout)
     }
@@ -260,7 +260,10 @@ impl Esp {
         let counted = format!("dosegate_{version}+");
         let mut removed = Vec::new();
         for name in self.entries()? {
-            if name == plain || (name.starts_with(&counted) && name.ends_with(".efi")) {
+            if name == plain
+                || (name.starts_with(&counted)
+                    && Path::new(&name).extension().is_some_and(|e| e == "efi"))
+            {
                 let path = self.dir.join(&name);
                 std::fs::remove_file(&path)
                     .map_err(io_err(format!("remove {}", path.display())))?;
@@ -279,7 +282,7 @@ impl Esp {
     }
 
     /// Publishes a written entry as `name`: fsync, rename, fsync of the folder.
-    pub fn publish(&self, entry: PendingEntry, name: &str) -> Result<PathBuf, DiskError> {
+    pub fn publish(&self, entry: &PendingEntry, name: &str) -> Result<PathBuf, DiskError> {
         entry
             .file
             .sync_all()
@@ -337,7 +340,7 @@ mod tests {
         let mut e = esp.begin().expect("begin");
         e.write(b"uki").expect("write");
         assert!(esp.entries().expect("ls").contains(&TMP_ENTRY.to_owned()));
-        esp.publish(e, "dosegate_0.1.0.2+3.efi").expect("publish");
+        esp.publish(&e, "dosegate_0.1.0.2+3.efi").expect("publish");
         assert_eq!(
             esp.remove_version("0.1.0.1").expect("rm"),
             ["dosegate_0.1.0.1+0-1.efi"]

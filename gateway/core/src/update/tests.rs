@@ -3,6 +3,8 @@
     clippy::expect_used,
     clippy::panic,
     clippy::indexing_slicing,
+    clippy::many_single_char_names,
+    clippy::cast_possible_truncation,
     reason = "tests"
 )]
 

@@ -201,8 +201,10 @@ pub fn image_version(os_release: &Path) -> String {
     }
     text.lines()
         .find_map(|l| l.strip_prefix("IMAGE_VERSION="))
-        .map(|v| v.trim().trim_matches('"').chars().take(32).collect())
-        .unwrap_or_else(|| "?".into())
+        .map_or_else(
+            || "?".into(),
+            |v| v.trim().trim_matches('"').chars().take(32).collect(),
+        )
 }
 
 #[derive(Serialize)]

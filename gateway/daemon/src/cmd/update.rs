@@ -329,7 +329,11 @@ fn stream(
 }
 
 /// Installs the bundle read from `bundle` (positioned at its start). The whole procedure of the
-/// module documentation; returns what was installed.
+/// module documentation, in order, in one place; returns what was installed.
+#[expect(
+    clippy::too_many_lines,
+    reason = "the five steps read best top to bottom"
+)]
 pub fn install(
     bundle: &mut impl Read,
     key: &BundleKey,
@@ -354,13 +358,12 @@ pub fn install(
         value: running_text.clone(),
     })?;
     let running_hash = running_roothash(&target.cmdline)?;
-    let disk_path = match &target.disk {
-        Some(p) => p.clone(),
-        None => {
-            let mut half = [0u8; 16];
-            half.copy_from_slice(running_hash.get(..16).unwrap_or(&[0; 16]));
-            find_disk(partuuid_of(&half))?
-        }
+    let disk_path = if let Some(p) = &target.disk {
+        p.clone()
+    } else {
+        let mut half = [0u8; 16];
+        half.copy_from_slice(running_hash.get(..16).unwrap_or(&[0; 16]));
+        find_disk(partuuid_of(&half))?
     };
     let disk = Disk::open(&disk_path)?;
     let table = disk.table()?;
@@ -435,7 +438,7 @@ pub fn install(
         .with_identity(plan.target.root, plan.uuids.0, &plan.labels.0)?
         .with_identity(plan.target.verity, plan.uuids.1, &plan.labels.1)?;
     disk.write_table(&named)?;
-    esp.publish(entry, &plan.entry_name)?;
+    esp.publish(&entry, &plan.entry_name)?;
     progress(Progress::Committed {
         entry: &plan.entry_name,
     });
@@ -489,7 +492,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
                 }
                 Progress::Writing { file, bytes, total } => eprintln!(
                     "update: {file} {}%",
-                    if total == 0 { 100 } else { bytes * 100 / total }
+                    (bytes * 100).checked_div(total).unwrap_or(100)
                 ),
                 Progress::Committed { entry } => eprintln!("update: boot entry {entry} published"),
             }

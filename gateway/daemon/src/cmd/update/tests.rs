@@ -118,7 +118,9 @@ impl Box_ {
         ];
         let mut entries = Vec::new();
         for (name, len, seed) in files {
-            let bytes: Vec<u8> = (0..len).map(|i| (i as u8).wrapping_mul(seed)).collect();
+            let bytes: Vec<u8> = (0..len)
+                .map(|i| u8::try_from(i % 256).expect("byte").wrapping_mul(seed))
+                .collect();
             std::fs::write(w.join(name), &bytes).expect("w");
             entries.push(format!(
                 "\"{name}\":{{\"sha256\":\"{}\",\"size\":{len}}}",
@@ -174,7 +176,7 @@ impl Box_ {
     }
 }
 
-fn line<'a>(dump: &'a str, n: u32) -> &'a str {
+fn line(dump: &str, n: u32) -> &str {
     dump.lines()
         .find(|l| l.contains(&format!("disk.raw{n} ")))
         .unwrap_or_else(|| panic!("no partition {n} in {dump}"))
