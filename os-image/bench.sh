@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Measures the appliance image for BENCHMARKS.md: build time (of the last `make image`), disk and
-# bundle sizes, boot time to dosegate.service active under TCG with its firmware/loader/kernel/
+# bundle sizes, the time `dosegate update` takes to install a bundle, boot time to dosegate.service active under TCG with its firmware/loader/kernel/
 # initrd/userspace split, guest and QEMU memory, and the Lynis hardening index of the root tree.
 #   os-image/bench.sh            (after `make image`; needs root for the Lynis chroot)
-# Set BENCH_BOOT=0 to skip the boot, BENCH_LYNIS=0 to skip Lynis.
+# Set BENCH_BOOT=0 to skip the boot, BENCH_LYNIS=0 to skip Lynis, BENCH_UPDATE=0 to skip the
+# update install timing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-build/image}
@@ -19,6 +20,32 @@ printf 'disk: apparent %d MiB, allocated %d MiB, zstd -19 %d MiB\n' \
 printf 'bundle: %d MiB (root %d MiB, verity %d KiB, uki %d MiB)\n' \
     $(( $(stat -c %s "$REL/dosegate-$V.bundle") / 1048576 )) $(( $(stat -c %s "$REL/root.img") / 1048576 )) \
     $(( $(stat -c %s "$REL/root.verity") / 1024 )) $(( $(stat -c %s "$REL/uki.efi") / 1048576 ))
+# dosegate update installing the next release's bundle into slot B of a scratch copy of the disk
+# (offline, the same code the box runs), best of 3, beside its floor: sha256sum of the bundle plus
+# dd of root and verity into the same copy (no verification logic, no GPT, no ESP).
+if [ "${BENCH_UPDATE:-1}" = 1 ]; then
+    W=$(mktemp -d); trap 'rm -rf "$W"' EXIT
+    NB=$(ls "$OUT"/"$V".1/dosegate-"$V".1.bundle)
+    printf 'roothash=%s\n' "$(cat "$REL/roothash")" > "$W/cmdline"
+    best() { sort -n | head -n 1; }
+    upd=$(for _ in 1 2 3; do
+        cp --sparse=always "$disk" "$W/disk.raw"; rm -rf "$W/esp"; mkdir -p "$W/esp/EFI/Linux"; sync
+        s=$(date +%s.%N)
+        target/release/dosegate update --bundle "$NB" --key "$OUT/keys/bundle.pub.pem" --disk "$W/disk.raw" \
+            --esp "$W/esp" --cmdline "$W/cmdline" --os-release "$REL/os-release" --tries 3 >/dev/null 2>&1
+        echo "$(date +%s.%N) - $s" | bc
+    done | best)
+    floor=$(for _ in 1 2 3; do
+        cp --sparse=always "$disk" "$W/disk.raw"; sync
+        s=$(date +%s.%N)
+        sha256sum "$NB" >/dev/null
+        dd if="$OUT/$V.1/root.img" of="$W/disk.raw" bs=1M seek=$(( $(sed -n 's/^PART4_START=//p' "$REL/layout.env") * 512 )) oflag=seek_bytes conv=notrunc,fsync status=none
+        dd if="$OUT/$V.1/root.verity" of="$W/disk.raw" bs=1M seek=$(( $(sed -n 's/^PART5_START=//p' "$REL/layout.env") * 512 )) oflag=seek_bytes conv=notrunc,fsync status=none
+        echo "$(date +%s.%N) - $s" | bc
+    done | best)
+    printf 'update: dosegate update %.2fs, floor (sha256sum + dd) %.2fs, ratio %.2f (best of 3, %d MiB bundle)\n' \
+        "$upd" "$floor" "$(echo "$upd / $floor" | bc -l)" $(( $(stat -c %s "$NB") / 1048576 ))
+fi
 if [ "${BENCH_BOOT:-1}" = 1 ]; then
     DOSEGATE_REQUIRE_REAL=1 cargo nextest run -p dosegate-qemu-tests --features real-qemu --release --locked \
         --no-capture -E 'test(image_boots_to_a_healthy_locked_down_gateway)' 2>&1 \

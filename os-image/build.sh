@@ -12,7 +12,7 @@
 #   40-disk     ESP (signed sd-boot, UKI +3 tries) + GPT with A/B slots and /var + OVMF vars
 # With TEST_FIXTURES=1 (the default of `make image`), it also builds the release the rollback
 # test installs into slot B: VERSION.1, whose dosegate.service is masked so its health check
-# fails.
+# fails; and VERSION.2, a good release for the test where the gateway updates itself.
 # Output in OUT (default build/image/): see docs/os-image.md.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -35,7 +35,9 @@ step 40-disk
 if [ "${TEST_FIXTURES:-0}" = 1 ]; then
     s=$(date +%s)
     VERSION="$VERSION.1" EXTRA_CMDLINE="systemd.mask=dosegate.service" "$here/steps/30-release.sh"
-    times+=("test-fixture=$(( $(date +%s) - s ))s")
+    # ... and VERSION.2, an ordinary newer release: the update the gateway installs itself.
+    VERSION="$VERSION.2" "$here/steps/30-release.sh"
+    times+=("test-fixtures=$(( $(date +%s) - s ))s")
 fi
 ln -sfn "$VERSION" "$OUT/current"
 total=$(( $(date +%s) - t0 ))

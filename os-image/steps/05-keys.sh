@@ -3,7 +3,7 @@
 # BUNDLE_KEY/BUNDLE_CERT for update bundles; a PKCS#11 URI works with sbsign --engine later) and
 # are never committed. Without them, fresh TEST keys are generated here, once per build folder:
 # a PK/KEK/db chain for OVMF, a db key that signs sd-boot and the UKIs, a bundle key, and a
-# "foreign" db key the tests use to show a wrongly signed UKI is refused.
+# "foreign" db key and bundle key the tests use to show a wrongly signed UKI or bundle is refused.
 # Output: OUT/keys/*.{key,crt}, OUT/keys/owner.guid
 source "$(dirname "$0")/common.sh"
 need openssl
@@ -24,7 +24,10 @@ gen KEK "DoseGate TEST Key Exchange Key"
 gen db "DoseGate TEST Signature Database Key"
 gen foreign-db "Not DoseGate: foreign signing key"
 gen bundle "DoseGate TEST update bundle key" ec
+gen foreign-bundle "Not DoseGate: foreign bundle key" ec
 [ -s "$K/owner.guid" ] || cat /proc/sys/kernel/random/uuid > "$K/owner.guid"
 if [ -n "${SB_KEY:-}" ]; then cp "$SB_KEY" "$K/db.key"; cp "${SB_CERT:?SB_CERT with SB_KEY}" "$K/db.crt"; fi
 if [ -n "${BUNDLE_KEY:-}" ]; then cp "$BUNDLE_KEY" "$K/bundle.key"; cp "${BUNDLE_CERT:?BUNDLE_CERT with BUNDLE_KEY}" "$K/bundle.crt"; fi
+# Public halves as `dosegate update --key` reads them (PEM SubjectPublicKeyInfo).
+for k in bundle foreign-bundle; do openssl x509 -in "$K/$k.crt" -pubkey -noout > "$K/$k.pub.pem"; done
 log "keys: $(ls "$K" | tr '\n' ' ')"

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Step 2: the sealed tree. Copies OUT/rootfs, adds the gateway (binary, unit, health check) and
+# Step 2: the sealed tree. Copies OUT/rootfs, adds the gateway (binary, units, bundle key) and
 # the overlay, configures systemd (no getty, root locked, firewall, networkd), builds a trimmed
 # initrd with dracut in the chroot, then removes what the running box does not need: build-only
 # packages, /boot, package caches, kernel modules outside an allowlist, SUID/SGID bits.
 # Output: OUT/tree, OUT/boot/{vmlinuz,initrd.img}, OUT/sbom.tsv
 source "$(dirname "$0")/common.sh"
-need chroot zstd
+need chroot zstd openssl
 BIN=${DOSEGATE_BIN:-$REPO_DIR/target/release/dosegate}
 [ -x "$BIN" ] || die "no gateway binary at $BIN (cargo build --release -p dosegate --locked)"
 T=$OUT/tree
@@ -18,6 +18,11 @@ cp -a "$IMAGE_DIR/overlay/." "$T/"
 chmod 700 "$T/etc/credstore"; chmod 600 "$T/etc/credstore/"* "$T/etc/usbguard/rules.conf"
 install -m 755 "$BIN" "$T/usr/bin/dosegate"
 install -m 644 "$REPO_DIR/gateway/dosegate.service" "$T/usr/lib/systemd/system/dosegate.service"
+# The public half of the bundle key: `dosegate update` accepts only bundles it signed. It lives
+# in the verity-protected root, so it cannot be swapped without breaking the root hash.
+install -d -m 755 "$T/usr/share/dosegate"
+openssl x509 -in "$OUT/keys/bundle.crt" -pubkey -noout > "$T/usr/share/dosegate/update-key.pem"
+chmod 644 "$T/usr/share/dosegate/update-key.pem"
 mkdir -p "$T/usr/share/doc/dosegate"
 printf 'DoseGate appliance. Source and docs: docs/os-image.md in the DoseGate repository.\n' > "$T/usr/share/doc/dosegate/README"
 
@@ -25,7 +30,7 @@ printf 'DoseGate appliance. Source and docs: docs/os-image.md in the DoseGate re
 for d in proc sys dev; do mount --bind "/$d" "$T/$d"; done
 trap 'for d in dev sys proc; do umount -l "$T/$d" 2>/dev/null || true; done' EXIT
 chroot "$T" /bin/sh -ec '
-  systemctl enable -q nftables.service systemd-networkd.service dosegate.service dosegate-health.service dosegate-test-report.service
+  systemctl enable -q nftables.service systemd-networkd.service dosegate.service dosegate-health.service dosegate-update.path dosegate-test-report.service dosegate-test-update.service
   systemctl mask -q getty@.service serial-getty@.service console-getty.service container-getty@.service \
       getty.target systemd-networkd-wait-online.service debug-shell.service rescue.service emergency.service \
       apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer e2scrub_reap.service

@@ -60,8 +60,17 @@ sbsign --key "$K/foreign-db.key" --cert "$K/foreign-db.crt" --output "$REL/uki.f
 # --- update bundle: a signed manifest over root, verity and UKI (tar, no compression: the
 # squashfs is already compressed)
 sha() { sha256sum "$1" | cut -d' ' -f1; }
+# PCR 11 as one hex string: the first sha256 "hash" of systemd-measure's JSON (one phase path).
+PCR11=$(python3 -c 'import json,sys
+def walk(v):
+    if isinstance(v, dict):
+        if "hash" in v: yield v["hash"]
+        for x in v.values(): yield from walk(x)
+    elif isinstance(v, list):
+        for x in v: yield from walk(x)
+print(next(walk(json.load(open(sys.argv[1])))).lower())' "$REL/pcr11.json")
 cat > "$REL/manifest.json" <<JSON
-{"format":"dosegate-bundle-1","version":"$VERSION","roothash":"$RH","pcr11":$(cat "$REL/pcr11.json"),
+{"format":"dosegate-bundle-1","version":"$VERSION","roothash":"$RH","pcr11":"$PCR11",
  "files":{"root.img":{"sha256":"$(sha "$REL/root.img")","size":$(stat -c %s "$REL/root.img")},
           "root.verity":{"sha256":"$(sha "$REL/root.verity")","size":$(stat -c %s "$REL/root.verity")},
           "uki.efi":{"sha256":"$(sha "$REL/uki.efi")","size":$(stat -c %s "$REL/uki.efi")}}}

@@ -33,7 +33,8 @@ mcopy -i "$esp" "$REL/loader.conf" ::/loader/loader.conf
 ROOT_MB=$(( $(stat -c %s "$REL/root.img") / 1048576 + 1 ))
 SLOT_MB=${SLOT_MB:-$(( ROOT_MB * 3 / 2 + 8 ))}
 VER_MB=$(( SLOT_MB / 64 + 2 ))
-STATE_MB=${STATE_MB:-64}
+# /var holds a dropped update bundle (~105 MB) next to the ledger.
+STATE_MB=${STATE_MB:-384}
 DISK=$REL/dosegate-$VERSION.raw; rm -f "$DISK"
 truncate -s $(( 1 + ESP_MB + 2 * SLOT_MB + 2 * VER_MB + STATE_MB + 1 ))M "$DISK"
 ROOT_T=4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709; VERITY_T=2C7357ED-EBD2-46D9-AEC1-23D437EC2BF5

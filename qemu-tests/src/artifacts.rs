@@ -1,6 +1,6 @@
 //! Where `make image` left the image and what it predicted: the disk, the OVMF variables with our
-//! keys, the PCR 11 prediction, the unsigned and foreign-signed UKIs (secure-boot fixtures) and
-//! the next release's bundle (rollback fixture).
+//! keys, the PCR 11 prediction, the unsigned and foreign-signed UKIs (secure-boot fixtures), the
+//! next releases' bundles (rollback and update fixtures) and the gateway binary.
 //!
 //! It only reads the build folder (`build/image/current`, or `DOSEGATE_IMAGE_DIR`); it builds
 //! nothing.
@@ -29,10 +29,17 @@ pub struct Artifacts {
     pub pcr11: String,
     /// Partition start sectors and the root hash (`layout.env`).
     pub layout: BTreeMap<String, String>,
-    /// The installer of update bundles (`os-image/install-update.sh`).
-    pub installer: PathBuf,
+    /// The gateway binary that went into the image (`dosegate update` installs bundles offline
+    /// too).
+    pub dosegate: PathBuf,
+    /// The bundle key's public half and a foreign one (PEM).
+    pub bundle_key: PathBuf,
+    /// A P-256 key that did not sign the bundles.
+    pub foreign_bundle_key: PathBuf,
     /// The bundle of the next release, whose service is masked so its health check fails.
     pub failing_update: PathBuf,
+    /// The bundle of an ordinary newer release (`<version>.2`).
+    pub good_update: PathBuf,
 }
 
 /// The repository's root folder.
@@ -81,13 +88,19 @@ impl Artifacts {
             reason: "no sha256 PCR 11 value".into(),
         })?;
         let next = format!("{version}.1");
+        let good = format!("{version}.2");
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map_or_else(|| repo_root().join("target"), PathBuf::from);
         Ok(Self {
             disk: existing(dir.join(format!("dosegate-{version}.raw")))?,
             ovmf_vars: existing(dir.join("../ovmf-vars.fd"))?,
             uki_unsigned: existing(dir.join("uki.unsigned.efi"))?,
             uki_foreign: existing(dir.join("uki.foreign.efi"))?,
-            installer: existing(repo_root().join("os-image/install-update.sh"))?,
+            dosegate: existing(target.join("release/dosegate"))?,
+            bundle_key: existing(dir.join("../keys/bundle.pub.pem"))?,
+            foreign_bundle_key: existing(dir.join("../keys/foreign-bundle.pub.pem"))?,
             failing_update: existing(dir.join(format!("../{next}/dosegate-{next}.bundle")))?,
+            good_update: existing(dir.join(format!("../{good}/dosegate-{good}.bundle")))?,
             dir,
             version,
             pcr11,

@@ -1,6 +1,6 @@
 //! A scratch copy of the image's disk, and the edits the scenarios make to it: replace a file on
 //! the ESP (mtools, no mounts), overwrite bytes of a partition, install an update bundle with the
-//! image's own installer.
+//! gateway's own installer (`dosegate update`, offline).
 //!
 //! It never touches the build's disk: [`ScratchDisk::copy_of`] makes a sparse copy in a private
 //! folder that is removed on drop.
@@ -132,20 +132,48 @@ impl ScratchDisk {
             .map_err(HarnessError::io("overwrite scratch disk"))
     }
 
-    /// Installs an update bundle into the inactive slot with `tries` boot attempts, using the
-    /// image's installer (which verifies the bundle's signature first).
+    /// Installs an update bundle into the inactive slot with `tries` boot attempts, offline, with
+    /// the gateway's own installer (`dosegate update --disk`), which verifies the bundle first:
+    /// the boot entry is staged in a folder and then copied onto the ESP with mtools.
     pub fn install_update(
         &self,
         art: &Artifacts,
         bundle: &Path,
+        key: &Path,
         tries: u8,
-    ) -> Result<String, HarnessError> {
-        run(Command::new("bash")
-            .arg(&art.installer)
-            .arg(&self.path)
+    ) -> Result<std::process::Output, HarnessError> {
+        let stage = self.dir.path().join("esp-stage");
+        let entries = stage.join("EFI/Linux");
+        let _ = std::fs::remove_dir_all(&stage);
+        std::fs::create_dir_all(&entries).map_err(HarnessError::io("stage ESP"))?;
+        let cmdline = self.dir.path().join("cmdline");
+        let roothash = art.layout.get("ROOTHASH").cloned().unwrap_or_default();
+        std::fs::write(&cmdline, format!("roothash={roothash} ro\n"))
+            .map_err(HarnessError::io("write cmdline"))?;
+        let out = Command::new(&art.dosegate)
+            .args(["update", "--json", "--tries", &tries.to_string()])
+            .arg("--bundle")
             .arg(bundle)
-            .arg(tries.to_string())
-            .env("BUNDLE_CERT", art.dir.join("../keys/bundle.crt")))
+            .arg("--key")
+            .arg(key)
+            .arg("--disk")
+            .arg(&self.path)
+            .arg("--esp")
+            .arg(&stage)
+            .arg("--cmdline")
+            .arg(&cmdline)
+            .arg("--os-release")
+            .arg(art.dir.join("os-release"))
+            .output()
+            .map_err(HarnessError::io("run dosegate update"))?;
+        if out.status.success() {
+            for entry in std::fs::read_dir(&entries).map_err(HarnessError::io("list stage"))? {
+                let entry = entry.map_err(HarnessError::io("list stage"))?;
+                let name = entry.file_name().to_string_lossy().into_owned();
+                self.esp_put(&entry.path(), &format!("::/EFI/Linux/{name}"))?;
+            }
+        }
+        Ok(out)
     }
 
     /// The scratch folder (for other per-scenario files).

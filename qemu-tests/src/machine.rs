@@ -34,6 +34,9 @@ pub struct Boot {
     pub allow_reboot: bool,
     /// System credentials, name → bytes.
     pub credentials: Vec<(String, Vec<u8>)>,
+    /// A file attached read-only as a second virtio disk with serial `dosegate-bundle` (the
+    /// guest sees `/dev/disk/by-id/virtio-dosegate-bundle`).
+    pub bundle_disk: Option<PathBuf>,
 }
 
 /// A running machine.
@@ -92,6 +95,18 @@ fn read_console(qemu: &mut Child) -> Receiver<String> {
         });
     }
     lines
+}
+
+/// The bundle disk, read-only, with the serial the guest's test unit looks for.
+fn attach_bundle(cmd: &mut Command, bundle: Option<&Path>) {
+    if let Some(bundle) = bundle {
+        cmd.arg("-drive")
+            .arg(format!(
+                "if=none,id=d1,file={},format=raw,readonly=on",
+                bundle.display()
+            ))
+            .args(["-device", "virtio-blk-pci,drive=d1,serial=dosegate-bundle"]);
+    }
 }
 
 impl Machine {
@@ -168,6 +183,7 @@ impl Machine {
             d.join("printer.sock").display()
         ))
         .args(["-serial", "chardev:printer"]);
+        attach_bundle(&mut cmd, boot.bundle_disk.as_deref());
         if !boot.allow_reboot {
             cmd.arg("-no-reboot");
         }

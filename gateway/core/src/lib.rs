@@ -44,3 +44,4 @@ pub mod release;
 pub mod spectrum;
 pub mod stream;
 pub mod trust;
+pub mod update;

@@ -5,6 +5,7 @@
 //! code.
 
 pub mod balance;
+pub mod bootdisk;
 pub mod cmd;
 pub mod cpv_store;
 pub mod ledger;
@@ -17,6 +18,7 @@ pub mod serial;
 pub mod spectra;
 pub mod spectrometer;
 pub mod stations;
+pub mod status;
 pub mod store;
 pub mod tpm;
 pub mod verify;

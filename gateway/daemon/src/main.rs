@@ -33,6 +33,10 @@ enum Command {
     Run(cmd::run::Args),
     /// Stream a verified job to the printer by hand (exit 0 printed, 1 refused, 2 error, 3 aborted).
     Print(cmd::print::Args),
+    /// Is this boot good? Fresh status, broker connected, printer link up (exit 0 healthy).
+    Health(cmd::health::Args),
+    /// Install a signed update bundle into the inactive A/B slot (exit 0 installed).
+    Update(cmd::update::Args),
 }
 
 fn main() -> ExitCode {
@@ -45,6 +49,8 @@ fn main() -> ExitCode {
         Command::Fleet(args) => cmd::fleet::run(args),
         Command::Run(args) => cmd::run::run(args),
         Command::Print(args) => cmd::print::run(args),
+        Command::Health(args) => cmd::health::run(args),
+        Command::Update(args) => cmd::update::run(args),
     };
     match result {
         Ok(code) => code,

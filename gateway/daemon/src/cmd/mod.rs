@@ -3,7 +3,9 @@
 pub mod check_gcode;
 pub mod check_job;
 pub mod fleet;
+pub mod health;
 pub mod ledger;
 pub mod predict;
 pub mod print;
 pub mod run;
+pub mod update;
