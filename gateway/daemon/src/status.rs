@@ -28,9 +28,12 @@ pub struct GatewayStatus {
     pub pid: u32,
     /// When this status was written, in milliseconds since the Unix epoch.
     pub updated_ms: u64,
+    /// The configuration names a hub broker (`[fleet]`); a box without one (a bench unit, a
+    /// QEMU test box) is not expected to connect.
+    pub fleet_configured: bool,
     /// The MQTT link to the hub's broker is up (TLS session and CONNACK).
     pub broker_connected: bool,
-    /// The printer answers on its serial link.
+    /// The printer's serial device is present (the USB link is up).
     pub printer_link_up: bool,
     /// The gateway's state in words (e.g. `idle`, `printing`), at most 64 characters.
     pub state: String,
@@ -142,6 +145,7 @@ mod tests {
         GatewayStatus {
             pid: 42,
             updated_ms: 1_767_225_600_000,
+            fleet_configured: true,
             broker_connected: true,
             printer_link_up: false,
             state: "idle".into(),

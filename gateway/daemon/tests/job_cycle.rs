@@ -169,6 +169,11 @@ fn a_hub_signed_job_is_verified_printed_measured_released_and_receipted_and_forg
         .filter(|l| l.starts_with("G1 ") || l.starts_with("G0 "))
         .count();
     assert_eq!(executed.lines().count(), moves, "every move exactly once");
+    let status: Value =
+        serde_json::from_slice(&std::fs::read(demo.join("state/status.json")).unwrap()).unwrap();
+    assert_eq!(status["fleet_configured"], true, "{status}");
+    assert_eq!(status["broker_connected"], true, "{status}");
+    assert_eq!(status["printer_link_up"], true, "{status}");
     assert_delivered_exactly_once(&c);
     assert_nothing_left_running(&c);
 }

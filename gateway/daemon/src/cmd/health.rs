@@ -25,7 +25,8 @@ It reads <state-dir>/status.json, which `dosegate run` rewrites while it runs. T
 text output is `DOSEGATE-HEALTH-OK version=…` or `DOSEGATE-HEALTH-FAIL version=… [code] …`.
 
 Exit codes (problem codes in brackets, stable; with several problems, the first in this list):
-  0  healthy: fresh status, process alive, broker connected, printer link up
+  0  healthy: fresh status, process alive, broker connected (when the configuration has a
+     [fleet] table), printer link up
   2  bad command line
   3  no status file yet [status-missing]
   4  status file unreadable or not valid [status-unreadable] [status-invalid]
@@ -168,7 +169,7 @@ pub fn assess(
     if !alive(s.pid) {
         problems.push(Problem::ProcessGone { pid: s.pid });
     }
-    if !s.broker_connected {
+    if s.fleet_configured && !s.broker_connected {
         problems.push(Problem::BrokerDown);
     }
     if !s.printer_link_up {
@@ -285,6 +286,7 @@ mod tests {
         GatewayStatus {
             pid: 7,
             updated_ms: NOW - 1_000,
+            fleet_configured: true,
             broker_connected: true,
             printer_link_up: true,
             state: "idle".into(),
@@ -309,6 +311,19 @@ mod tests {
         let p = assess(&Ok(s), NOW, 30_000, |_| true);
         assert_eq!(p, [Problem::PrinterDown]);
         assert_eq!(p[0].exit_code(), 8);
+    }
+
+    #[test]
+    fn a_box_without_a_fleet_table_is_not_expected_to_connect() {
+        let mut s = ok();
+        s.fleet_configured = false;
+        s.broker_connected = false;
+        assert!(assess(&Ok(s.clone()), NOW, 30_000, |_| true).is_empty());
+        s.printer_link_up = false;
+        assert_eq!(
+            assess(&Ok(s), NOW, 30_000, |_| true),
+            [Problem::PrinterDown]
+        );
     }
 
     #[test]

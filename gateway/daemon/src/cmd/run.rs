@@ -326,9 +326,14 @@ async fn serve(config: &Config, config_bytes: &[u8]) -> Result<(), RunError> {
             info!("systemd notified: ready");
         }
         info!("dosegate running (unprovisioned)");
-        let why = tokio::select! {
-            _ = term.recv() => "SIGTERM",
-            _ = int.recv() => "SIGINT",
+        let status = StatusFile::new(config);
+        let mut tick = tokio::time::interval(STATUS_EVERY);
+        let why = loop {
+            tokio::select! {
+                _ = term.recv() => break "SIGTERM",
+                _ = int.recv() => break "SIGINT",
+                _ = tick.tick() => status.write(false, "unprovisioned"),
+            }
         };
         info!(signal = why, "dosegate stopping");
         notify::notify(std::env::var_os("NOTIFY_SOCKET"), State::Stopping)?;
@@ -490,6 +495,8 @@ async fn serve(config: &Config, config_bytes: &[u8]) -> Result<(), RunError> {
         info!("systemd notified: ready");
     }
     info!("dosegate running");
+    let status_file = StatusFile::new(config);
+    let mut tick = tokio::time::interval(STATUS_EVERY);
     let receipt_file = outbox::receipt_path(&ledger_dir);
     let mut kept_receipt: Option<Vec<u8>> = None;
     let mut jobs = std::collections::VecDeque::<Vec<u8>>::new();
@@ -510,12 +517,14 @@ async fn serve(config: &Config, config_bytes: &[u8]) -> Result<(), RunError> {
                     None => Wake::Stop("fleet link ended"),
                 },
                 r = status_rx.changed() => if r.is_ok() { Wake::Status } else { Wake::Stop("fleet link ended") },
+                _ = tick.tick() => Wake::Status,
             }
         };
         match wake {
             Wake::Stop(why) => stopping = Some(why),
             Wake::Status => {
                 let s = status_rx.borrow_and_update().clone();
+                status_file.write(s.connected, "idle");
                 if let Some((seq, _)) = s.receipted {
                     delivery.borrow_mut().backlog.receipted(seq);
                 }
@@ -548,8 +557,12 @@ async fn serve(config: &Config, config_bytes: &[u8]) -> Result<(), RunError> {
                 } else {
                     let _ = abort_tx.send(None);
                     let mut aborts = abort_rx.clone();
+                    status_file.write(status_rx.borrow().connected, "job");
                     let mut inbound = InboundDuringJob {
                         job_id: claimed_job_id(&bytes),
+                        status: &status_file,
+                        link: status_rx.clone(),
+                        tick: &mut tick,
                         rx: &mut inbound_rx,
                         jobs: &mut jobs,
                         abort: &abort_tx,
@@ -572,7 +585,7 @@ async fn serve(config: &Config, config_bytes: &[u8]) -> Result<(), RunError> {
                     loop {
                         tokio::select! {
                             r = &mut run => break r,
-                            () = inbound.next(), if link.is_some() => {}
+                            () = inbound.next(link.is_some()) => {}
                         }
                     }
                 };
@@ -615,6 +628,44 @@ fn log_report(r: &lifecycle::JobReport) {
 
 /// Capacity of the channel from the ledger to the fleet link.
 const LEDGER_CHANNEL: usize = 8192;
+
+/// Keeps `<state_dir>/status.json` current for `dosegate health` (at least every
+/// [`STATUS_EVERY`]): whether a broker is configured and connected, whether the printer's
+/// device is present, and what the gateway is doing.
+struct StatusFile {
+    state_dir: PathBuf,
+    fleet_configured: bool,
+    printer: PathBuf,
+}
+
+/// How often the status file is rewritten while nothing changes.
+const STATUS_EVERY: Duration = Duration::from_secs(10);
+
+impl StatusFile {
+    fn new(config: &Config) -> Self {
+        Self {
+            state_dir: config.paths.state_dir.clone(),
+            fleet_configured: config.fleet.is_some(),
+            printer: config.printer.serial.clone(),
+        }
+    }
+
+    fn write(&self, broker_connected: bool, state: &str) {
+        use std::os::unix::fs::FileTypeExt as _;
+        let status = crate::status::GatewayStatus {
+            pid: std::process::id(),
+            updated_ms: now_ms(),
+            fleet_configured: self.fleet_configured,
+            broker_connected,
+            printer_link_up: std::fs::metadata(&self.printer)
+                .is_ok_and(|m| m.file_type().is_char_device()),
+            state: state.to_owned(),
+        };
+        if let Err(e) = crate::status::write(&self.state_dir, &status) {
+            warn!(error = %e, "cannot write the status file");
+        }
+    }
+}
 
 /// The records on their way to the fleet link: each is timed for the backlog check and handed
 /// over in order; what the channel cannot take now waits in `pending`.
@@ -661,6 +712,9 @@ struct InboundDuringJob<'a> {
     /// The id the running job claims (unverified: only used to match the hub's abort command,
     /// which the broker only accepts from the hub).
     job_id: Option<String>,
+    status: &'a StatusFile,
+    link: watch::Receiver<LinkStatus>,
+    tick: &'a mut tokio::time::Interval,
     rx: &'a mut mpsc::Receiver<Inbound>,
     jobs: &'a mut std::collections::VecDeque<Vec<u8>>,
     abort: &'a watch::Sender<Option<String>>,
@@ -688,8 +742,9 @@ fn claimed_job_id(bytes: &[u8]) -> Option<String> {
 const MAX_QUEUED_JOBS: usize = 8;
 
 impl InboundDuringJob<'_> {
-    async fn next(&mut self) {
+    async fn next(&mut self, linked: bool) {
         tokio::select! {
+            _ = self.tick.tick() => self.status.write(self.link.borrow().connected, "job"),
             _ = self.term.recv() => {
                 *self.stopping = Some("SIGTERM");
                 let _ = self.abort.send(Some("shutdown".into()));
@@ -698,7 +753,7 @@ impl InboundDuringJob<'_> {
                 *self.stopping = Some("SIGINT");
                 let _ = self.abort.send(Some("shutdown".into()));
             }
-            m = self.rx.recv() => match m {
+            m = self.rx.recv(), if linked => match m {
                 Some(Inbound::Job(b)) if self.jobs.len() < MAX_QUEUED_JOBS => self.jobs.push_back(b),
                 Some(Inbound::Job(_)) => warn!("job dropped: {MAX_QUEUED_JOBS} jobs already queued"),
                 Some(Inbound::Abort(id)) if self.job_id.as_deref() == Some(id.as_str()) => {
