@@ -33,6 +33,8 @@ enum Command {
     Run(cmd::run::Args),
     /// Stream a verified job to the printer by hand (exit 0 printed, 1 refused, 2 error, 3 aborted).
     Print(cmd::print::Args),
+    /// The TPM identity: write the enrollment request (AK + mTLS client key) for the hub.
+    Tpm(cmd::tpm::Args),
 }
 
 fn main() -> ExitCode {
@@ -45,6 +47,7 @@ fn main() -> ExitCode {
         Command::Fleet(args) => cmd::fleet::run(args),
         Command::Run(args) => cmd::run::run(args),
         Command::Print(args) => cmd::print::run(args),
+        Command::Tpm(args) => cmd::tpm::run(args),
     };
     match result {
         Ok(code) => code,

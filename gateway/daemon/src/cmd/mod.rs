@@ -7,3 +7,4 @@ pub mod ledger;
 pub mod predict;
 pub mod print;
 pub mod run;
+pub mod tpm;
