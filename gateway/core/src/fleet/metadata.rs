@@ -207,6 +207,8 @@ impl MetadataError {
     pub fn code(&self) -> &'static str {
         match self {
             Self::Envelope(EnvelopeError::BelowThreshold { .. }) => "metadata-below-threshold",
+            Self::Envelope(EnvelopeError::UnknownKey { .. }) => "metadata-unknown-signer",
+            Self::Envelope(EnvelopeError::WrongContentType { .. }) => "metadata-wrong-content-type",
             Self::Envelope(_) => "metadata-bad-envelope",
             Self::Cbor(_) => "metadata-malformed",
             Self::Version { .. } => "metadata-version",

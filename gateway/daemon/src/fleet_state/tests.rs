@@ -122,12 +122,12 @@ fn metadata_signed_by_the_wrong_role_or_on_the_wrong_topic_is_refused() {
     let err = state
         .apply(FleetTopic::Policies, &by_jobs, NOW)
         .unwrap_err();
-    assert_eq!(err.code(), "metadata-below-threshold");
+    assert_eq!(err.code(), "metadata-unknown-signer");
     // A genuine policy bundle sent on the revocation topic.
     let err = state
         .apply(FleetTopic::Revocation, &f.policy(2), NOW)
         .unwrap_err();
-    assert_eq!(err.code(), "metadata-bad-envelope");
+    assert_eq!(err.code(), "metadata-wrong-content-type");
     assert!(state.policies().next().is_none());
 }
 
@@ -179,7 +179,7 @@ fn revocation_names_jobs_and_gateways_and_drops_bundles_of_a_revoked_key() {
     let err = state
         .apply(FleetTopic::Policies, &f.policy(3), NOW)
         .unwrap_err();
-    assert_eq!(err.code(), "metadata-below-threshold");
+    assert_eq!(err.code(), "metadata-unknown-signer");
     state.check_revocation_current(NOW).unwrap();
     assert_eq!(
         state.check_revocation_current(NOW + 60).unwrap_err().code(),

@@ -159,7 +159,7 @@ fn a_policy_bundle_verifies_only_under_the_policies_role() {
         &keys,
     )
     .unwrap_err();
-    assert_eq!(err.code(), "metadata-below-threshold");
+    assert_eq!(err.code(), "metadata-unknown-signer");
     // The bundle claims v3 of a TOML that says v2.
     let err = verify_policy_bundle(
         &policy_bundle("fdm-hctz-printlet", 3, &toml, &h.policies),
@@ -217,7 +217,7 @@ fn a_revoked_key_no_longer_counts_for_its_role() {
     let bytes = policy_bundle("fdm-hctz-printlet", 2, &policy_toml(2), &h.policies);
     assert_eq!(
         verify_policy_bundle(&bytes, &keys).unwrap_err().code(),
-        "metadata-below-threshold"
+        "metadata-unknown-signer"
     );
 }
 
@@ -248,7 +248,7 @@ fn a_model_bundle_verifies_under_the_models_role() {
         verify_model_bundle(&bundle(&h.policies, id.version), &keys)
             .unwrap_err()
             .code(),
-        "metadata-below-threshold"
+        "metadata-unknown-signer"
     );
     assert_eq!(
         verify_model_bundle(&bundle(&h.models, id.version + 1), &keys)
@@ -292,7 +292,7 @@ fn a_revocation_list_verifies_until_it_expires() {
         verify_revocation(&by_policies, &keys, NOW)
             .unwrap_err()
             .code(),
-        "metadata-below-threshold"
+        "metadata-unknown-signer"
     );
 }
 
