@@ -506,7 +506,7 @@ pub fn run(args: FleetArgs) -> Result<()> {
                 println!("trust root rotated to version {v}");
             }
             let chain = fleet::root_chain(&hub)?;
-            publish_meta(&hub, &broker, Topic::Fleet(FleetTopic::Root).name(), chain)?;
+            publish_meta(&hub, &broker, &Topic::Fleet(FleetTopic::Root).name(), chain)?;
         }
         FleetCommand::PublishPolicy {
             hub,
@@ -518,14 +518,14 @@ pub fn run(args: FleetArgs) -> Result<()> {
             let text = std::fs::read_to_string(&policy)
                 .with_context(|| format!("{}", policy.display()))?;
             let (topic, bytes) = fleet::sign_policy_bundle(&text, &keys)?;
-            publish_meta(&hub, &broker, topic, bytes)?;
+            publish_meta(&hub, &broker, &topic, bytes)?;
         }
         FleetCommand::PublishModel { hub, broker, model } => {
             let home = HubHome::open(&hub)?;
             let keys = home.role_keys(Role::Models, &home.trusted_root(now()?)?)?;
             let bytes = std::fs::read(&model).with_context(|| format!("{}", model.display()))?;
             let (topic, bytes) = fleet::sign_model_bundle(&bytes, &keys)?;
-            publish_meta(&hub, &broker, topic, bytes)?;
+            publish_meta(&hub, &broker, &topic, bytes)?;
         }
         FleetCommand::Revoke {
             hub,
@@ -575,7 +575,7 @@ pub fn run(args: FleetArgs) -> Result<()> {
                 publish_meta(
                     &hub,
                     &broker,
-                    Topic::Fleet(FleetTopic::Revocation).name(),
+                    &Topic::Fleet(FleetTopic::Revocation).name(),
                     bytes,
                 )?;
             }
@@ -610,12 +610,12 @@ pub fn run(args: FleetArgs) -> Result<()> {
 }
 
 /// Publishes signed metadata retained, as the hub's publisher.
-fn publish_meta(hub: &Path, broker: &str, topic: String, bytes: Vec<u8>) -> Result<()> {
+fn publish_meta(hub: &Path, broker: &str, topic: &str, bytes: Vec<u8>) -> Result<()> {
     let options = options(hub, HUB_PUBLISHER_CN, broker)?;
     let len = bytes.len();
     runtime()?.block_on(fleet::publish_retained(
         options,
-        topic.clone(),
+        topic.to_owned(),
         bytes,
         Duration::from_secs(20),
     ))?;

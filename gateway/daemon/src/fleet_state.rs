@@ -310,7 +310,7 @@ impl FleetState {
                         .insert(proof.id().to_owned(), Held { proof, bytes });
                 }
                 Err(e) => {
-                    tracing::warn!(path = %path.display(), error = %e, "stored policy bundle dropped")
+                    tracing::warn!(path = %path.display(), error = %e, "stored policy bundle dropped");
                 }
             }
         }
@@ -323,7 +323,7 @@ impl FleetState {
                         .insert(proof.id().to_owned(), Held { proof, bytes });
                 }
                 Err(e) => {
-                    tracing::warn!(path = %path.display(), error = %e, "stored model bundle dropped")
+                    tracing::warn!(path = %path.display(), error = %e, "stored model bundle dropped");
                 }
             }
         }
@@ -430,37 +430,40 @@ impl FleetState {
                 );
                 Ok(applied)
             }
-            FleetTopic::Revocation => {
-                let proof =
-                    verify_revocation(bytes, &self.keys_in_force(), now_s).map_err(refused)?;
-                let content = cbor::to_vec(proof.list()).map_err(|e| refused(e.into()))?;
-                let current = self.revocation.as_ref().and_then(|h| {
-                    cbor::to_vec(h.proof.list())
-                        .ok()
-                        .map(|c| (h.proof.version(), sha256(&c)))
-                });
-                match check(
-                    "revocation list",
-                    current,
-                    (proof.version(), sha256(&content)),
-                )? {
-                    Freshness::Newer => {}
-                    _ => return Ok(Applied::Unchanged { topic }),
-                }
-                write_atomic(&self.dir.join("revocation.cose"), bytes)?;
-                let (version, expires) = (proof.version(), proof.list().expires);
-                self.revocation = Some(Held {
-                    proof,
-                    bytes: bytes.to_vec(),
-                });
-                let dropped = self.reverify_bundles()?;
-                Ok(Applied::Revocation {
-                    version,
-                    expires,
-                    dropped,
-                })
-            }
+            FleetTopic::Revocation => self.apply_revocation(bytes, now_s),
         }
+    }
+
+    fn apply_revocation(&mut self, bytes: &[u8], now_s: u64) -> Result<Applied, UpdateError> {
+        let topic = FleetTopic::Revocation;
+        let refused = |source| UpdateError::Refused { topic, source };
+        let proof = verify_revocation(bytes, &self.keys_in_force(), now_s).map_err(refused)?;
+        let content = cbor::to_vec(proof.list()).map_err(|e| refused(e.into()))?;
+        let current = self.revocation.as_ref().and_then(|h| {
+            cbor::to_vec(h.proof.list())
+                .ok()
+                .map(|c| (h.proof.version(), sha256(&c)))
+        });
+        match check(
+            "revocation list",
+            current,
+            (proof.version(), sha256(&content)),
+        )? {
+            Freshness::Newer => {}
+            _ => return Ok(Applied::Unchanged { topic }),
+        }
+        write_atomic(&self.dir.join("revocation.cose"), bytes)?;
+        let (version, expires) = (proof.version(), proof.list().expires);
+        self.revocation = Some(Held {
+            proof,
+            bytes: bytes.to_vec(),
+        });
+        let dropped = self.reverify_bundles()?;
+        Ok(Applied::Revocation {
+            version,
+            expires,
+            dropped,
+        })
     }
 
     fn item_path(&self, kind: &str, id: &str) -> PathBuf {
