@@ -49,10 +49,21 @@ wait_for() {
 }
 [ -f "$data/dyrby2002_nir_cal.csv" ] || die "PAT data not found at $data (set PAT_DATA)"
 
-say "hub: trust root (jobs 2-of-2), fleet PKI, gateway certificate, broker configuration"
+say "gateway TPM: swtpm; the gateway's enrollment request (TPM-held attestation and mTLS keys)"
+tpm_port=$(free_port)
+mkdir -p "$demo/tpm"
+swtpm socket --tpm2 --server "type=tcp,port=$tpm_port,bindaddr=127.0.0.1" \
+    --ctrl "type=tcp,port=$((tpm_port + 1)),bindaddr=127.0.0.1" \
+    --flags not-need-init,startup-clear --tpmstate "dir=$demo/tpm" >"$demo/swtpm.log" 2>&1 &
+pids+=($!)
+wait_for 10 "swtpm" bash -c "exec 3<>/dev/tcp/127.0.0.1/$tpm_port"
+"$bin/dosegate" tpm enroll-request --tpm "swtpm:host=127.0.0.1,port=$tpm_port" --gateway-id "$gw" \
+    --out "$demo/$gw.enroll" >/dev/null
+
+say "hub: trust root (jobs 2-of-2), fleet PKI, the gateway's certificate for its TPM key, broker configuration"
 "$bin/dosegate-hub" init --dir "$demo/hub" --hub-id hub.demo --jobs-keys 2 --jobs-threshold 2 >/dev/null
 "$bin/dosegate-hub" fleet pki-init --hub "$demo/hub" >/dev/null
-"$bin/dosegate-hub" fleet enroll --hub "$demo/hub" --gateway-id "$gw"
+"$bin/dosegate-hub" fleet enroll --hub "$demo/hub" --gateway-id "$gw" --request "$demo/$gw.enroll"
 broker_port=$(free_port)
 "$bin/dosegate-hub" fleet broker-config --hub "$demo/hub" --dir "$demo/broker" --port "$broker_port" \
     --user "$(id -un)" >/dev/null
@@ -62,13 +73,7 @@ mosquitto -c "$demo/broker/mosquitto.conf" >"$demo/broker.log" 2>&1 &
 pids+=($!)
 wait_for 10 "the broker" bash -c "exec 3<>/dev/tcp/127.0.0.1/$broker_port"
 
-say "gateway devices: swtpm, printer simulator (pty), spectrometer simulator (drop folder)"
-tpm_port=$(free_port)
-mkdir -p "$demo/tpm"
-swtpm socket --tpm2 --server "type=tcp,port=$tpm_port,bindaddr=127.0.0.1" \
-    --ctrl "type=tcp,port=$((tpm_port + 1)),bindaddr=127.0.0.1" \
-    --flags not-need-init,startup-clear --tpmstate "dir=$demo/tpm" >"$demo/swtpm.log" 2>&1 &
-pids+=($!)
+say "gateway devices: printer simulator (pty), spectrometer simulator (drop folder)"
 "$bin/dosegate-printer-sim" --link "$demo/printer" --latency-ms 1 --heat-rate 200 --move-time-ms "$move_ms" \
     --exec-log "$demo/printer-executed.gcode" >"$demo/printer.pty" 2>"$demo/printer.log" &
 pids+=($!)
@@ -77,11 +82,9 @@ printer_dev=$(head -n1 "$demo/printer.pty")
 "$bin/dosegate-spectrometer-sim" --drop "$demo/spectra" --csv "$data/dyrby2002_nir_cal.csv" \
     --near 8.0 --within 0.1 2>"$demo/spectrometer.log" &
 pids+=($!)
-wait_for 10 "swtpm" bash -c "exec 3<>/dev/tcp/127.0.0.1/$tpm_port"
-
 cat >"$demo/gateway.toml" <<EOF
-# Written by scripts/demo.sh: the demo gateway. Insecure development overrides (software TPM,
-# file TLS key) are in [insecure]; the gateway warns about them on every start.
+# Written by scripts/demo.sh: the demo gateway. Its mTLS client key is the one in its (software)
+# TPM; the software TPM itself is an insecure override, and the gateway warns about it.
 gateway_id = "$gw"
 
 [paths]
@@ -111,7 +114,6 @@ drop_dir = "$demo/spectra"
 timeout_s = 60
 
 [insecure]
-tls_key = "$demo/hub/pki/gateways/$gw.key"
 tpm_tcti = "swtpm:host=127.0.0.1,port=$tpm_port"
 EOF
 
@@ -171,6 +173,11 @@ sys.exit(0 if any(s >= want for s in seqs) else 1)
 PY
 }
 wait_for 60 "the hub's receipt for ledger record $final_seq" receipted "$final_seq"
+
+say "hub: attestation challenge (TPM quote over the measured software state)"
+"$bin/dosegate-hub" fleet attest --hub "$demo/hub" --broker "localhost:$broker_port" \
+    --gateway-id "$gw" --json >"$demo/attest.json" || die "attestation failed: $(cat "$demo/attest.json")"
+python3 -c 'import json,sys; print(json.dumps(json.load(open(sys.argv[1])))[:300])' "$demo/attest.json"
 
 say "attacker: the same job published again (replay), and a copy with one byte flipped"
 "$bin/dosegate-hub" fleet publish-job --hub "$demo/hub" --broker "localhost:$broker_port" \

@@ -7,7 +7,8 @@
 //! - `tls_version tlsv1.3`; `allow_anonymous false`; `set_tcp_nodelay true`;
 //! - ACL: `pattern write spoke/%u/up/#` and `pattern read spoke/%u/down/#` for gateways, and for
 //!   the hub client (`hub.operator`) read of every `up/` and write of every `down/` topic and of the
-//!   retained `fleet/down/#` metadata;
+//!   retained `fleet/down/#` metadata; the one-shot publisher (`hub.publisher`) writes `down/`
+//!   and `fleet/down/` and reads only `up/attest` (the answers to its attestation challenges);
 //! - persistence on, autosaved every second. **It is not relied upon**: mosquitto's persistence is
 //!   a periodic snapshot and a killed broker loses messages it acknowledged, so delivery rests on
 //!   the gateway's ledger and the hub's signed receipts, not on the broker.
@@ -49,6 +50,7 @@ pub fn acl() -> String {
          \n\
          user {HUB_PUBLISHER_CN}\n\
          topic write spoke/+/down/#\n\
+         topic read spoke/+/up/attest\n\
          topic write fleet/down/#\n\
          \n\
          pattern write spoke/%u/up/#\n\

@@ -22,13 +22,22 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, Result, bail};
-use dosegate_core::envelope::{Signer, SoftwareKey};
+use dosegate_core::attest::GoldenValues;
+use dosegate_core::cbor;
+use dosegate_core::envelope::{self, ContentType, PublicKey, Signer, SoftwareKey};
+use dosegate_core::fleet::attest::verify_answer;
+use dosegate_core::fleet::metadata::{
+    MAX_MODEL_BUNDLE_BYTES, MAX_ROOT_CHAIN, ModelBundle, PolicyBundle, RevocationList,
+    encode_root_chain,
+};
 use dosegate_core::fleet::{
-    Birth, Command, Death, EntryHeader, FLEET_FORMAT_VERSION, GatewayId, HubCommand, Inbox,
-    InboxError, MAX_EVENT_MESSAGE_BYTES, MAX_JOB_MESSAGE_BYTES, ReceiptPayload, Received,
-    SpokeTopic, Topic, receipt, wire,
+    AttestAnswer, AttestAnswerError, AttestedGateway, Birth, Command, Death, EntryHeader,
+    FLEET_FORMAT_VERSION, FleetTopic, GatewayId, HubCommand, Inbox, InboxError,
+    MAX_EVENT_MESSAGE_BYTES, MAX_JOB_MESSAGE_BYTES, ReceiptPayload, Received, SpokeTopic, Topic,
+    receipt, wire,
 };
 use dosegate_core::ledger::{LedgerTrust, Verifier};
+use dosegate_core::trust::Role;
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::Packet;
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
@@ -40,7 +49,7 @@ use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 use tokio::sync::mpsc;
 
-use crate::hub::write_atomic;
+use crate::hub::{HubHome, write_atomic};
 use crate::pki::{CertFiles, HUB_CLIENT_CN};
 
 /// TLS 1.3-only client configuration from PEM files (the hub's key is a file; an HSM later).
@@ -624,9 +633,19 @@ pub async fn publish_once(
     payload: Vec<u8>,
     timeout: Duration,
 ) -> Result<()> {
+    publish(options, topic, payload, false, timeout).await
+}
+
+async fn publish(
+    options: MqttOptions,
+    topic: String,
+    payload: Vec<u8>,
+    retain: bool,
+    timeout: Duration,
+) -> Result<()> {
     let (client, mut eventloop) = AsyncClient::new(options, 16);
     client
-        .publish(topic, QoS::AtLeastOnce, false, payload)
+        .publish(topic, QoS::AtLeastOnce, retain, payload)
         .await?;
     let wait = async {
         loop {
@@ -652,6 +671,171 @@ pub async fn publish_once(
         .context("no PUBACK from the broker in time")?;
     let _ = client.disconnect().await;
     r
+}
+
+/// Challenges a gateway: subscribes to its `up/attest`, sends a fresh `nonce` on `down/cmd`, and
+/// waits up to `timeout` for the answer to *that* nonce (answers to other nonces are stale and
+/// skipped). The answer is verified with the gateway's enrolled AK (`ak`) and, when given, the
+/// golden measurements. The outer error is "no verdict" (broker, timeout); the inner one a
+/// refused answer.
+pub async fn attest(
+    options: MqttOptions,
+    gw: &GatewayId,
+    ak: &PublicKey,
+    nonce: [u8; 32],
+    golden: Option<&GoldenValues>,
+    timeout: Duration,
+) -> Result<Result<AttestedGateway, AttestAnswerError>> {
+    let (client, mut eventloop) = AsyncClient::new(options, 16);
+    let answers = Topic::Spoke(gw.clone(), SpokeTopic::Attest).name();
+    client.subscribe(answers.clone(), QoS::AtLeastOnce).await?;
+    let wait = async {
+        let mut asked = false;
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::SubAck(_))) if !asked => {
+                    // Subscribed first, so the answer cannot slip past us.
+                    let (topic, payload, _) = command(gw, Command::Attest(nonce))?;
+                    client
+                        .publish(topic, QoS::AtLeastOnce, false, payload)
+                        .await?;
+                    asked = true;
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) if p.topic == answers.as_bytes() => {
+                    let stale = AttestAnswer::decode(&p.payload).is_ok_and(|a| a.nonce != nonce);
+                    if stale {
+                        tracing::debug!(gateway = %gw, "answer to an earlier nonce skipped");
+                        continue;
+                    }
+                    return Ok(verify_answer(&p.payload, gw, ak, &nonce, golden));
+                }
+                Ok(_) => {}
+                Err(e) => bail!("broker connection: {e}"),
+            }
+        }
+    };
+    let verdict = tokio::time::timeout(timeout, wait)
+        .await
+        .with_context(|| format!("no attestation answer from {gw} within {timeout:?}"))?;
+    let _ = client.disconnect().await;
+    verdict
+}
+
+/// Signs a policy bundle for `fleet/down/policies/{id}` with the `policies` keys: the TOML must
+/// parse as a policy (its own id and version are the bundle's). Returns (topic, message).
+pub fn sign_policy_bundle(toml: &str, keys: &[SoftwareKey]) -> Result<(String, Vec<u8>)> {
+    let policy = dosegate_core::policy::Policy::from_toml(toml)?;
+    let bundle = PolicyBundle {
+        v: FLEET_FORMAT_VERSION,
+        id: policy.id().to_owned(),
+        toml: toml.as_bytes().to_vec(),
+        sha256: Sha256::digest(toml.as_bytes()).into(),
+        version: policy.version(),
+    };
+    let topic = FleetTopic::Policies
+        .item(&bundle.id)
+        .with_context(|| format!("policy id {:?} cannot name a topic", bundle.id))?;
+    Ok((
+        topic,
+        sign_metadata(ContentType::Policy, &cbor::to_vec(&bundle)?, keys)?,
+    ))
+}
+
+/// Signs a model bundle for `fleet/down/models/{id}` with the `models` keys: the model file must
+/// validate (its own id and version are the bundle's). Returns (topic, message).
+pub fn sign_model_bundle(model: &[u8], keys: &[SoftwareKey]) -> Result<(String, Vec<u8>)> {
+    let validated = dosegate_core::inference::ValidatedModel::from_bytes(model)?;
+    let bundle = ModelBundle {
+        v: FLEET_FORMAT_VERSION,
+        id: validated.id().id.clone(),
+        model: model.to_vec(),
+        sha256: Sha256::digest(model).into(),
+        version: validated.id().version,
+    };
+    let topic = FleetTopic::Models
+        .item(&bundle.id)
+        .with_context(|| format!("model id {:?} cannot name a topic", bundle.id))?;
+    let bytes = sign_metadata(ContentType::Model, &cbor::to_vec(&bundle)?, keys)?;
+    if bytes.len() > MAX_MODEL_BUNDLE_BYTES {
+        bail!(
+            "model bundle of {} bytes exceeds the fleet link's cap of {MAX_MODEL_BUNDLE_BYTES}",
+            bytes.len()
+        );
+    }
+    Ok((topic, bytes))
+}
+
+/// Signs a revocation list for `fleet/down/revocation` with the `revocation` keys.
+pub fn sign_revocation(list: &RevocationList, keys: &[SoftwareKey]) -> Result<Vec<u8>> {
+    sign_metadata(ContentType::Revocation, &cbor::to_vec(list)?, keys)
+}
+
+fn sign_metadata(kind: ContentType, payload: &[u8], keys: &[SoftwareKey]) -> Result<Vec<u8>> {
+    let signers: Vec<&dyn Signer> = keys.iter().map(|k| k as &dyn Signer).collect();
+    Ok(envelope::sign(kind, payload, &signers)?)
+}
+
+/// The root chain for `fleet/down/root`: the archived roots under `HUB/roots/` and the current
+/// `trust-root.cbor`, the last [`MAX_ROOT_CHAIN`] of them, oldest first.
+pub fn root_chain(hub: &Path) -> Result<Vec<u8>> {
+    let mut roots = Vec::new();
+    let archive = hub.join("roots");
+    if archive.is_dir() {
+        let mut files: Vec<PathBuf> = fs::read_dir(&archive)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "cbor"))
+            .collect();
+        files.sort();
+        for f in files {
+            roots.push(fs::read(&f).with_context(|| format!("{}", f.display()))?);
+        }
+    }
+    roots.push(fs::read(hub.join("trust-root.cbor")).context("trust-root.cbor")?);
+    let skip = roots.len().saturating_sub(MAX_ROOT_CHAIN);
+    Ok(encode_root_chain(&roots[skip..])?)
+}
+
+/// Rotates the hub's trust root to the next version with the same keys and roles and a new
+/// expiry (`now + lifetime_s`), signed by the `root` threshold (which, the keys being the same,
+/// is both the old and the new root's). The old root is archived under `HUB/roots/<v>.cbor` so
+/// [`root_chain`] can still walk a gateway through it. Returns the new version.
+pub fn rotate_root(hub: &HubHome, lifetime_s: u64, now: u64) -> Result<u64> {
+    let current = hub.trusted_root(now)?;
+    let mut next = current.metadata().clone();
+    next.version = next
+        .version
+        .checked_add(1)
+        .context("root version overflow")?;
+    next.expires = now.saturating_add(lifetime_s);
+    let keys = hub.role_keys(Role::Root, &current)?;
+    let bytes = sign_metadata(ContentType::TrustRoot, &next.to_cbor()?, &keys)?;
+    current
+        .rotate(&bytes, now)
+        .context("the rotated root would not be accepted by a gateway")?;
+    let archive = hub.dir().join("roots");
+    fs::create_dir_all(&archive)?;
+    write_atomic(
+        &archive.join(format!("{:020}.cbor", current.metadata().version)),
+        current.envelope_bytes(),
+        false,
+    )?;
+    write_atomic(&hub.dir().join("trust-root.cbor"), &bytes, false)?;
+    write_atomic(
+        &hub.dir().join("trust-root.json"),
+        serde_json::to_string_pretty(&crate::hub::root_view(&next))?.as_bytes(),
+        false,
+    )?;
+    Ok(next.version)
+}
+
+/// Publishes one **retained** message (fleet metadata) and waits for the broker's PUBACK.
+pub async fn publish_retained(
+    options: MqttOptions,
+    topic: String,
+    payload: Vec<u8>,
+    timeout: Duration,
+) -> Result<()> {
+    publish(options, topic, payload, true, timeout).await
 }
 
 /// The hub client's MQTT client id.

@@ -7,21 +7,26 @@
 //!   ca.pem  ca.key            the fleet CA (key 0600; offline in production)
 //!   broker.pem broker.key     server certificate for the broker (SAN: the names given)
 //!   hub.pem hub.key           the hub's MQTT client (CN `hub.operator`, never a valid gateway id)
-//!   gateways/<gw>.pem .key    one client certificate per gateway
+//!   gateways/<gw>.pem .key    one client certificate per gateway (.key: development mode only)
+//!   gateways/<gw>.enroll      the gateway's verified enrollment request (TPM-held AK + mTLS key)
 //! ```
 //!
 //! Owns certificate issuance only; it does not run the broker ([`crate::broker`]) or talk MQTT
-//! ([`crate::fleet`]). A gateway's key belongs in its TPM: `issue_gateway` generates a file key for
-//! the insecure development mode and the demo. Files are written atomically (temp, fsync, rename).
+//! ([`crate::fleet`]). A gateway's key belongs in its TPM: [`Pki::enroll_gateway`] certifies the
+//! TPM-held key of a verified enrollment request (no private key at the hub), and keeps the
+//! request so the hub can verify the gateway's quotes with its AK; [`Pki::issue_gateway`]
+//! generates a file key for the insecure development mode and the demo. Files are written
+//! atomically (temp, fsync, rename).
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result, bail};
 use dosegate_core::fleet::GatewayId;
+use dosegate_core::fleet::enroll::{EnrolledIdentity, verify_request};
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, SanType,
+    Issuer, KeyPair, KeyUsagePurpose, PublicKeyData, SanType,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -139,20 +144,25 @@ impl Pki {
         &self.dir
     }
 
-    fn issue(&self, name: &Path, params: &CertificateParams) -> Result<CertFiles> {
+    /// Signs a certificate with `params` over `subject`'s public key.
+    fn certify(&self, params: &CertificateParams, subject: &impl PublicKeyData) -> Result<String> {
         let ca_pem = fs::read_to_string(self.dir.join("ca.key")).context("reading the CA key")?;
         let ca_key = KeyPair::from_pem(&ca_pem)?;
         // The issuer is rebuilt from the same parameters as the CA certificate (same subject and
         // key), so the leaf's issuer name and authority key id match the stored CA.
         let issuer = Issuer::new(ca_params(OffsetDateTime::UNIX_EPOCH, 10)?, ca_key);
+        Ok(params.signed_by(subject, &issuer)?.pem())
+    }
+
+    fn issue(&self, name: &Path, params: &CertificateParams) -> Result<CertFiles> {
         let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
-        let cert = params.signed_by(&key, &issuer)?;
+        let cert = self.certify(params, &key)?;
         let files = CertFiles {
             cert: name.with_extension("pem"),
             key: name.with_extension("key"),
         };
         write_atomic(&files.key, key.serialize_pem().as_bytes(), true)?;
-        write_atomic(&files.cert, cert.pem().as_bytes(), false)?;
+        write_atomic(&files.cert, cert.as_bytes(), false)?;
         Ok(files)
     }
 
@@ -194,6 +204,53 @@ impl Pki {
         self.issue(&self.dir.join("gateways").join(gateway.as_str()), &params)
     }
 
+    /// Enrolls a gateway whose keys are in its TPM: verifies the enrollment `request` (AK
+    /// attributes, the mTLS key's proof of possession), checks it names `gateway`, issues the
+    /// client certificate (CN = gateway id) for the TPM-held mTLS key, and keeps the request
+    /// beside it. No private key is made or stored. Returns the certificate's path.
+    pub fn enroll_gateway(
+        &self,
+        gateway: &GatewayId,
+        request: &[u8],
+        now_unix: u64,
+    ) -> Result<PathBuf> {
+        let identity =
+            verify_request(request).map_err(|e| anyhow::anyhow!("{e} ({})", e.code()))?;
+        if identity.gateway() != gateway {
+            bail!(
+                "the enrollment request is for gateway {}, not {gateway}",
+                identity.gateway()
+            );
+        }
+        let params = leaf_params(gateway.as_str(), &[], false, unix(now_unix)?, 825)?;
+        let cert = self.certify(&params, &TpmHeldKey(identity.tls_key().to_sec1()))?;
+        let files = self.gateway_files(gateway);
+        // A development key from an earlier `issue_gateway` must not outlive the TPM enrollment.
+        if files.key.exists() {
+            fs::remove_file(&files.key)?;
+        }
+        write_atomic(&files.cert.with_extension("enroll"), request, false)?;
+        write_atomic(&files.cert, cert.as_bytes(), false)?;
+        Ok(files.cert)
+    }
+
+    /// The enrolled TPM identity of a gateway (its stored request, verified again).
+    pub fn gateway_identity(&self, gateway: &GatewayId) -> Result<EnrolledIdentity> {
+        let path = self.gateway_files(gateway).cert.with_extension("enroll");
+        let bytes = fs::read(&path).with_context(|| {
+            format!(
+                "gateway {gateway} has no TPM enrollment ({}): run `dosegate-hub fleet enroll --request`",
+                path.display()
+            )
+        })?;
+        let identity = verify_request(&bytes)
+            .map_err(|e| anyhow::anyhow!("{}: {e} ({})", path.display(), e.code()))?;
+        if identity.gateway() != gateway {
+            bail!("{} names gateway {}", path.display(), identity.gateway());
+        }
+        Ok(identity)
+    }
+
     /// The files of an issued gateway certificate.
     pub fn gateway_files(&self, gateway: &GatewayId) -> CertFiles {
         let base = self.dir.join("gateways").join(gateway.as_str());
@@ -217,6 +274,19 @@ impl Pki {
             cert: self.dir.join("broker.pem"),
             key: self.dir.join("broker.key"),
         }
+    }
+}
+
+/// A public key held elsewhere (the gateway's TPM), as the subject of a certificate.
+struct TpmHeldKey(Vec<u8>);
+
+impl PublicKeyData for TpmHeldKey {
+    fn der_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    fn algorithm(&self) -> &'static rcgen::SignatureAlgorithm {
+        &rcgen::PKCS_ECDSA_P256_SHA256
     }
 }
 

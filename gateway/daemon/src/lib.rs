@@ -4,10 +4,12 @@
 //! (`main.rs`) only parses arguments and dispatches here, and integration tests drive the same
 //! code.
 
+pub mod attest;
 pub mod balance;
 pub mod bootdisk;
 pub mod cmd;
 pub mod cpv_store;
+pub mod fleet_state;
 pub mod ledger;
 pub mod lifecycle;
 pub mod mqtt;

@@ -160,6 +160,10 @@ pub struct JobRunner<'k> {
     published: Vec<WrittenRecord>,
     closed_at_start: Vec<JobReport>,
     sink: Option<Sink<'k>>,
+    /// Policies and models in force from signed fleet metadata (they take precedence over the
+    /// files of the same id), as TOML / model bytes.
+    fleet_policies: std::collections::BTreeMap<String, Vec<u8>>,
+    fleet_models: std::collections::BTreeMap<String, Vec<u8>>,
 }
 
 /// Where the runner hands each record the moment it is durable (the fleet link's outbox).
@@ -247,6 +251,8 @@ impl<'k> JobRunner<'k> {
             published: Vec::new(),
             closed_at_start: Vec::new(),
             sink: None,
+            fleet_policies: std::collections::BTreeMap::new(),
+            fleet_models: std::collections::BTreeMap::new(),
         };
         for (job, stage, close) in runner.book.interrupted() {
             warn!(job, ?stage, "job interrupted by a restart: closing it");
@@ -294,9 +300,35 @@ impl<'k> JobRunner<'k> {
         self.ledger.head()
     }
 
-    /// The ledger (for gateway events).
-    pub fn ledger_mut(&mut self) -> &mut Ledger<'k> {
-        &mut self.ledger
+    /// Records a gateway event (no job): a trust update, an insecure-mode notice.
+    pub fn record_gateway_event<T: Serialize>(
+        &mut self,
+        kind: EventKind,
+        body: &T,
+        now_ms: u64,
+    ) -> Result<u64, RunnerError> {
+        let event = Event {
+            job: None,
+            body: encode_body(body)?,
+            kind,
+        };
+        let seq = self.ledger.record(event, now_ms)?;
+        if let Some(sink) = &mut self.sink {
+            for w in self.ledger.take_written() {
+                sink(w);
+            }
+        }
+        Ok(seq)
+    }
+
+    /// A policy in force from signed fleet metadata (its TOML), used instead of the file.
+    pub fn hold_policy(&mut self, id: &str, toml: &[u8]) {
+        self.fleet_policies.insert(id.to_owned(), toml.to_vec());
+    }
+
+    /// A model in force from signed fleet metadata, used instead of the file.
+    pub fn hold_model(&mut self, id: &str, bytes: &[u8]) {
+        self.fleet_models.insert(id.to_owned(), bytes.to_vec());
     }
 
     fn record<T: Serialize>(
@@ -623,12 +655,19 @@ impl<'k> JobRunner<'k> {
     }
 
     fn held_policy(&self, id: &str) -> Result<HeldPolicy, String> {
+        if let Some(bytes) = self.fleet_policies.get(id) {
+            return HeldPolicy::from_bytes(bytes).map_err(|e| format!("policy {id} (fleet): {e}"));
+        }
         let path = held_file(&self.holdings.policies_dir, id, "toml")?;
         let bytes = read_capped(&path, MAX_POLICY_BYTES)?;
         HeldPolicy::from_bytes(&bytes).map_err(|e| format!("policy {}: {e}", path.display()))
     }
 
     fn load_model(&self, id: &str) -> Result<ValidatedModel, String> {
+        if let Some(bytes) = self.fleet_models.get(id) {
+            return ValidatedModel::from_bytes(bytes)
+                .map_err(|e| format!("model {id} (fleet): {e}"));
+        }
         let path = held_file(&self.holdings.models_dir, id, "cbor")?;
         let bytes = read_capped(
             &path,

@@ -37,6 +37,8 @@ enum Command {
     Health(cmd::health::Args),
     /// Install a signed update bundle into the inactive A/B slot (exit 0 installed).
     Update(cmd::update::Args),
+    /// The TPM identity: write the enrollment request (AK + mTLS client key) for the hub.
+    Tpm(cmd::tpm::Args),
 }
 
 fn main() -> ExitCode {
@@ -51,6 +53,7 @@ fn main() -> ExitCode {
         Command::Print(args) => cmd::print::run(args),
         Command::Health(args) => cmd::health::run(args),
         Command::Update(args) => cmd::update::run(args),
+        Command::Tpm(args) => cmd::tpm::run(args),
     };
     match result {
         Ok(code) => code,

@@ -15,7 +15,9 @@
 //! What it runs ([`run`]): ledger entries come in on a channel and go into the core's [`Outbox`];
 //! whatever the outbox says to publish goes out on `up/evt`; receipts on `down/ack` are verified
 //! against the pinned trust root and fed back; `resend-from` and `rebirth` are handled here; jobs,
-//! attestation nonces, aborts and fleet metadata are passed on as [`Inbound`] to the job lifecycle.
+//! attestation nonces, aborts and fleet metadata are passed on as [`Inbound`] to the job lifecycle;
+//! what the lifecycle has to say back (attestation answers) comes in as [`Outbound`] and is
+//! published on the matching `up/` topic.
 //! The delivery decisions all live in `dosegate_core::fleet`; this loop only moves bytes.
 
 use std::future::Future;
@@ -276,6 +278,21 @@ pub enum Inbound {
     Metadata(FleetTopic, Vec<u8>),
 }
 
+/// What the job lifecycle publishes through the running link (QoS 1, not retained).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outbound {
+    /// An attestation answer (`crate::attest::answer_challenge`) on `up/attest`.
+    Attest(Vec<u8>),
+}
+
+impl Outbound {
+    fn into_topic_payload(self, gw: &GatewayId) -> (String, Vec<u8>) {
+        match self {
+            Self::Attest(p) => (Topic::Spoke(gw.clone(), SpokeTopic::Attest).name(), p),
+        }
+    }
+}
+
 /// What the link reports about itself.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LinkStatus {
@@ -312,7 +329,10 @@ enum FromBroker {
 }
 
 /// Runs the fleet link until `stop` resolves: connects (and reconnects) to the broker, publishes
-/// the outbox, applies receipts and commands, and passes jobs and metadata on to `inbound`.
+/// the outbox, applies receipts and commands, passes jobs and metadata on to `inbound`, and
+/// publishes what the lifecycle sends on `outbound`. An outbound message sent while the broker is
+/// unreachable is queued in the MQTT client and goes out after the reconnection (not kept across
+/// restarts: the hub asks again with a fresh nonce).
 #[allow(clippy::too_many_lines, clippy::too_many_arguments)]
 pub async fn run(
     config: LinkConfig,
@@ -321,6 +341,7 @@ pub async fn run(
     mut outbox: Outbox,
     mut ledger: mpsc::Receiver<LedgerEntry>,
     inbound: mpsc::Sender<Inbound>,
+    mut outbound: mpsc::Receiver<Outbound>,
     status: watch::Sender<LinkStatus>,
     stop: impl Future<Output = ()>,
 ) -> Result<Outbox, MqttError> {
@@ -375,6 +396,7 @@ pub async fn run(
     let mut connected = false;
     let mut subacks = 0u32;
     let mut ledger_open = true;
+    let mut outbound_open = true;
     tokio::pin!(stop);
     let result = loop {
         // Publish whatever the outbox has, while connected.
@@ -411,6 +433,13 @@ pub async fn run(
                     }
                 }
                 None => ledger_open = false,
+            },
+            out = outbound.recv(), if outbound_open => match out {
+                Some(out) => {
+                    let (topic, payload) = out.into_topic_payload(&config.gateway);
+                    client.publish(topic, QoS::AtLeastOnce, false, payload).await?;
+                }
+                None => outbound_open = false,
             },
             () = tokio::time::sleep(tick) => {
                 if outbox.tick(now_ms()) {

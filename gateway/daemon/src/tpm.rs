@@ -3,8 +3,8 @@
 //! It owns one ESAPI context behind a lock, with one HMAC session salted to the storage root key
 //! (SRK) and parameter encryption, reused for every command (against bus interposers). At
 //! [`Tpm::open`] it loads, or on first use creates and persists, the SRK (ECC P-256 primary), the
-//! attestation key (AK: restricted ECDSA P-256 signing key) and the event-signing key (unrestricted
-//! ECDSA P-256), and an NV counter; so identity and counter survive restarts. It reads the EK
+//! attestation key (AK: restricted ECDSA P-256 signing key), the event-signing key and the mTLS
+//! client key (both unrestricted ECDSA P-256, never exported), and an NV counter; so identity and counter survive restarts. It reads the EK
 //! (ECC P-256, low-range template), extends measurements into the application PCR while keeping
 //! our own event log, quotes that PCR with a nonce, bumps the counter, and seals secrets to the
 //! PCR's current value (unseal fails once the PCR moves).
@@ -14,7 +14,7 @@
 //! so with no TPM there is no signer and nothing can be released (fail closed).
 
 use std::str::FromStr as _;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use dosegate_core::attest::{Component, EventLog, Measurement};
 use dosegate_core::envelope::{PublicKey, SignError, Signer};
@@ -56,6 +56,8 @@ pub struct Handles {
     pub ak: u32,
     /// Persistent handle of the event-signing key.
     pub event_key: u32,
+    /// Persistent handle of the mTLS client key.
+    pub tls_key: u32,
     /// NV index of the ledger counter.
     pub counter: u32,
 }
@@ -66,6 +68,7 @@ impl Default for Handles {
             srk: 0x8100_0100,
             ak: 0x8100_0101,
             event_key: 0x8100_0102,
+            tls_key: 0x8100_0103,
             counter: 0x0150_0100,
         }
     }
@@ -164,6 +167,7 @@ struct Inner {
     srk: KeyHandle,
     ak: KeyHandle,
     event_key: KeyHandle,
+    tls_key: KeyHandle,
     counter: NvIndexHandle,
 }
 
@@ -172,6 +176,7 @@ pub struct Tpm {
     inner: Mutex<Inner>,
     ak_public: PublicKey,
     event_public: PublicKey,
+    tls_public: PublicKey,
     app_pcr: u8,
     pcr_handle: PcrHandle,
     pcr_slot: PcrSlot,
@@ -388,6 +393,7 @@ impl Tpm {
             srk,
             ak: srk,
             event_key: srk,
+            tls_key: srk,
             counter: NvIndexHandle::from(ObjectHandle::Null),
         };
         let child = |template: Public, what: &'static str| {
@@ -404,6 +410,10 @@ impl Tpm {
             h.event_key,
             child(signing_template(false)?, "create event key"),
         )?;
+        inner.tls_key = inner.persistent(
+            h.tls_key,
+            child(signing_template(false)?, "create TLS client key"),
+        )?;
         inner.counter = open_counter(&mut inner.ctx, h.counter)?;
 
         let (ak_pub, _, _) = inner.ctx.read_public(inner.ak).map_err(cmd("read AK"))?;
@@ -411,9 +421,14 @@ impl Tpm {
             .ctx
             .read_public(inner.event_key)
             .map_err(cmd("read event key"))?;
+        let (tls_pub, _, _) = inner
+            .ctx
+            .read_public(inner.tls_key)
+            .map_err(cmd("read TLS client key"))?;
         let tpm = Self {
             ak_public: sec1_of(&ak_pub)?,
             event_public: sec1_of(&ev_pub)?,
+            tls_public: sec1_of(&tls_pub)?,
             inner: Mutex::new(inner),
             app_pcr: config.app_pcr,
             pcr_handle,
@@ -423,6 +438,7 @@ impl Tpm {
         tracing::info!(
             ak = %tpm.ak_public.key_id(),
             event_key = %tpm.event_public.key_id(),
+            tls_key = %tpm.tls_public.key_id(),
             app_pcr = config.app_pcr,
             "TPM identity loaded"
         );
@@ -441,6 +457,21 @@ impl Tpm {
     /// The event-signing key.
     pub fn event_public(&self) -> PublicKey {
         self.event_public.clone()
+    }
+
+    /// The mTLS client key (its certificate is issued by the hub at enrollment).
+    pub fn tls_public(&self) -> PublicKey {
+        self.tls_public.clone()
+    }
+
+    /// The mTLS client key as a signer for `mqtt::SignerKey` / `mqtt::tls_config`: SHA-256 in
+    /// software, `TPM2_Sign` over the digest with the TLS key (never the event key or AK).
+    ///
+    /// The signature is computed synchronously inside the TLS handshake: on a real chip that is
+    /// 100–600 ms on the thread that polls the connection, once per connection (resumption is
+    /// off).
+    pub fn tls_signer(self: &Arc<Self>) -> Arc<dyn Signer + Send + Sync> {
+        Arc::new(TpmTlsKey(Arc::clone(self)))
     }
 
     /// The endorsement key (ECC P-256, TCG low-range template), re-derived and flushed.
@@ -623,8 +654,8 @@ impl Tpm {
         })
     }
 
-    /// Signs a SHA-256 digest with the event key.
-    fn sign_digest(&self, digest: [u8; 32]) -> Result<[u8; 64], TpmError> {
+    /// Signs a SHA-256 digest with one of our unrestricted keys.
+    fn sign_digest(&self, which: SigningKeyKind, digest: [u8; 32]) -> Result<[u8; 64], TpmError> {
         let validation = HashcheckTicket::try_from(TPMT_TK_HASHCHECK {
             tag: TPM2_ST_HASHCHECK,
             hierarchy: TPM2_RH_NULL,
@@ -633,7 +664,10 @@ impl Tpm {
         .map_err(cmd("hashcheck ticket"))?;
         let digest = Digest::try_from(digest.to_vec()).map_err(cmd("digest"))?;
         let mut inner = self.lock()?;
-        let key = inner.event_key;
+        let key = match which {
+            SigningKeyKind::Event => inner.event_key,
+            SigningKeyKind::Tls => inner.tls_key,
+        };
         let signature = inner
             .ctx
             .sign(key, digest, SignatureScheme::Null, validation)
@@ -867,8 +901,31 @@ impl Signer for Tpm {
     }
 
     fn sign(&self, message: &[u8]) -> Result<[u8; 64], SignError> {
-        self.sign_digest(Sha256::digest(message).into())
+        self.sign_digest(SigningKeyKind::Event, Sha256::digest(message).into())
             .map_err(|e| sign_error(&self.event_public, &e))
+    }
+}
+
+/// Which unrestricted key signs.
+#[derive(Debug, Clone, Copy)]
+enum SigningKeyKind {
+    Event,
+    Tls,
+}
+
+/// The TPM-held mTLS client key as a [`Signer`] (see [`Tpm::tls_signer`]).
+#[derive(Debug, Clone)]
+pub struct TpmTlsKey(Arc<Tpm>);
+
+impl Signer for TpmTlsKey {
+    fn public_key(&self) -> PublicKey {
+        self.0.tls_public.clone()
+    }
+
+    fn sign(&self, message: &[u8]) -> Result<[u8; 64], SignError> {
+        self.0
+            .sign_digest(SigningKeyKind::Tls, Sha256::digest(message).into())
+            .map_err(|e| sign_error(&self.0.tls_public, &e))
     }
 }
 

@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use dosegate::mqtt::{self, Inbound, LedgerEntry, LinkConfig, LinkStatus};
+use dosegate::mqtt::{self, Inbound, LedgerEntry, LinkConfig, LinkStatus, Outbound};
 use dosegate_core::cbor;
 use dosegate_core::envelope::SoftwareKey;
 use dosegate_core::fleet::{Command as HubOp, GatewayId, Outbox, OutboxConfig};
@@ -27,6 +27,10 @@ use rumqttc::v5::mqttbytes::v5::{Packet, PubAckReason};
 use rumqttc::v5::{AsyncClient, Event};
 use sha2::{Digest as _, Sha256};
 use tokio::sync::{mpsc, oneshot, watch};
+
+#[cfg(feature = "real-swtpm")]
+#[path = "support/swtpm.rs"]
+mod swtpm;
 
 fn now_s() -> u64 {
     SystemTime::now()
@@ -540,6 +544,7 @@ async fn broker_killed_mid_stream_every_event_reaches_the_hub_exactly_once() {
         outbox,
         ledger_rx,
         inbound_tx,
+        mpsc::channel::<Outbound>(1).1,
         status_tx,
         async {
             let _ = gw_stop_rx.await;
@@ -756,6 +761,7 @@ async fn jobs_and_commands_from_the_hub_reach_the_gateway_and_forged_receipts_do
         Outbox::new(OutboxConfig::default(), 0),
         ledger_rx,
         inbound_tx,
+        mpsc::channel::<Outbound>(1).1,
         status_tx,
         async {
             let _ = gw_stop_rx.await;
@@ -826,6 +832,304 @@ async fn jobs_and_commands_from_the_hub_reach_the_gateway_and_forged_receipts_do
         s.backlog == 0 && s.receipted == Some((0, entry.hash))
     })
     .await;
+    gw_stop.send(()).unwrap();
+    link.await.unwrap().unwrap();
+}
+
+/// The CA and the certificate the hub issued for gw's enrolled TPM key, with `key` as the TLS
+/// client key.
+#[cfg(feature = "real-swtpm")]
+fn tpm_tls(
+    fleet: &Fleet,
+    gw: &str,
+    key: Arc<dyn dosegate_core::envelope::Signer + Send + Sync>,
+) -> Arc<rustls::ClientConfig> {
+    let files = fleet.pki.gateway_files(&GatewayId::new(gw).unwrap());
+    Arc::new(
+        mqtt::tls_config(
+            &std::fs::read(fleet.pki.ca_cert()).unwrap(),
+            &std::fs::read(&files.cert).unwrap(),
+            key,
+        )
+        .unwrap(),
+    )
+}
+
+/// Enrolls gw with the TPM's identity (request written as the field engineer's tool does).
+#[cfg(feature = "real-swtpm")]
+fn enroll_tpm(fleet: &Fleet, gw: &str, tpm: &Arc<dosegate::tpm::Tpm>) {
+    let gw = GatewayId::new(gw).unwrap();
+    let request = dosegate::cmd::tpm::write_enroll_request(tpm, &gw).unwrap();
+    fleet.pki.enroll_gateway(&gw, &request, now_s()).unwrap();
+    assert!(
+        !fleet.pki.gateway_files(&gw).key.exists(),
+        "no private key at the hub for a TPM-enrolled gateway"
+    );
+}
+
+#[cfg(feature = "real-swtpm")]
+#[tokio::test]
+async fn an_mtls_connection_whose_client_key_is_in_the_tpm_is_accepted_and_another_key_refused() {
+    let Some(bin) = require_mosquitto("TPM-held client key") else {
+        return;
+    };
+    let Some(swtpm) = swtpm::Swtpm::start() else {
+        return;
+    };
+    let fleet = Fleet::new(bin, &[]);
+    let tpm = Arc::new(swtpm.open());
+    enroll_tpm(&fleet, "gw-t", &tpm);
+
+    // The TPM-held key: TLS 1.3 handshake signed by TPM2_Sign, CONNACK, and a publish on its own
+    // topic is accepted (the broker took the CN as username).
+    let options = mqtt::mqtt_options(
+        &fleet.link_config("gw-t"),
+        tpm_tls(&fleet, "gw-t", tpm.tls_signer()),
+        1,
+    )
+    .unwrap();
+    let (client, mut rx) = raw_client(options);
+    let first = next_matching(&mut rx, Duration::from_secs(10), |p| Some(p.clone()))
+        .await
+        .unwrap();
+    assert!(
+        matches!(first, Ok(Packet::ConnAck(_))),
+        "TPM key: {first:?}"
+    );
+    client
+        .publish(
+            "spoke/gw-t/up/status",
+            QoS::AtLeastOnce,
+            false,
+            b"ok".to_vec(),
+        )
+        .await
+        .unwrap();
+    let ack = next_matching(&mut rx, Duration::from_secs(5), |p| match p {
+        Ok(Packet::PubAck(a)) => Some(a.reason),
+        _ => None,
+    })
+    .await;
+    assert!(
+        matches!(
+            ack,
+            Some(PubAckReason::Success | PubAckReason::NoMatchingSubscribers)
+        ),
+        "{ack:?}"
+    );
+
+    // The same certificate with another key (the TPM's event key, then a software key): the
+    // broker refuses the handshake.
+    let event_key: Arc<dyn dosegate_core::envelope::Signer + Send + Sync> = tpm.clone();
+    let software: Arc<dyn dosegate_core::envelope::Signer + Send + Sync> =
+        Arc::new(SoftwareKey::from_bytes(&[0x5a; 32]).unwrap());
+    for wrong in [event_key, software] {
+        let options = mqtt::mqtt_options(
+            &fleet.link_config("gw-t"),
+            tpm_tls(&fleet, "gw-t", wrong),
+            2,
+        )
+        .unwrap();
+        let (_client, mut rx) = raw_client(options);
+        let first = next_matching(&mut rx, Duration::from_secs(10), |p| Some(p.clone()))
+            .await
+            .expect("the broker answered nothing at all");
+        assert!(first.is_err(), "a wrong client key got {first:?}");
+    }
+}
+
+#[cfg(feature = "real-swtpm")]
+#[tokio::test]
+#[allow(clippy::too_many_lines)]
+async fn the_hub_challenges_a_gateway_and_verifies_its_tpm_quote_through_the_broker() {
+    use dosegate_core::attest::{Component, GoldenValues};
+    let Some(bin) = require_mosquitto("attestation challenge") else {
+        return;
+    };
+    let Some(swtpm) = swtpm::Swtpm::start() else {
+        return;
+    };
+    let fleet = Fleet::new(bin, &[]);
+    let tpm = Arc::new(swtpm.open());
+    let mut golden = GoldenValues::default();
+    for (what, bytes) in [
+        (Component::Binary, b"gateway binary".as_slice()),
+        (Component::Policy, b"policy v1"),
+    ] {
+        let m = tpm.measurement(what, bytes);
+        golden.0.entry(what).or_default().insert(m.digest);
+        tpm.extend(&m).unwrap();
+    }
+    enroll_tpm(&fleet, "gw-t", &tpm);
+    let gw = GatewayId::new("gw-t").unwrap();
+
+    // The gateway: the link with its TPM-held client key, and a lifecycle stand-in that answers
+    // every challenge through the real answer builder and the link's outbound channel.
+    let (_ledger_tx, ledger_rx) = mpsc::channel(1);
+    let (inbound_tx, mut inbound) = mpsc::channel::<Inbound>(16);
+    let (outbound_tx, outbound_rx) = mpsc::channel::<Outbound>(16);
+    let (status_tx, mut status) = watch::channel(LinkStatus::default());
+    let (gw_stop, gw_stop_rx) = oneshot::channel::<()>();
+    let link = tokio::spawn(mqtt::run(
+        LinkConfig {
+            insecure: false,
+            ..fleet.link_config("gw-t")
+        },
+        tpm_tls(&fleet, "gw-t", tpm.tls_signer()),
+        fleet.root(),
+        Outbox::new(OutboxConfig::default(), 0),
+        ledger_rx,
+        inbound_tx,
+        outbound_rx,
+        status_tx,
+        async {
+            let _ = gw_stop_rx.await;
+        },
+    ));
+    let answering = {
+        let tpm = Arc::clone(&tpm);
+        let gw = gw.clone();
+        tokio::spawn(async move {
+            while let Some(msg) = inbound.recv().await {
+                if let Inbound::Attest(nonce) = msg {
+                    let answer = dosegate::attest::answer_challenge(&*tpm, &gw, &nonce).unwrap();
+                    outbound_tx.send(Outbound::Attest(answer)).await.unwrap();
+                }
+            }
+        })
+    };
+    wait_status(&mut status, Duration::from_secs(10), |s| s.subscribed).await;
+
+    // The hub: the AK kept at enrollment verifies the quote over its fresh nonce and the log.
+    let ak = fleet.pki.gateway_identity(&gw).unwrap().ak().key().clone();
+    assert_eq!(ak, tpm.ak_public());
+    let options = || fleet.hub_options(HUB_PUBLISHER_CN);
+    let attested = fleet::attest(
+        options(),
+        &gw,
+        &ak,
+        [1; 32],
+        Some(&golden),
+        Duration::from_secs(15),
+    )
+    .await
+    .unwrap()
+    .expect("the quote verifies");
+    assert!(attested.golden_checked());
+    assert_eq!(attested.log().0.len(), 2);
+    assert_eq!(attested.pcr(), (swtpm::PCR, tpm.read_pcr().unwrap()));
+
+    // A second challenge with another nonce: the earlier answer does not satisfy it, a fresh
+    // quote does; golden values that do not admit the measured policy refuse it.
+    let mut other = golden.clone();
+    other
+        .0
+        .insert(Component::Policy, [[0xee; 32]].into_iter().collect());
+    let refused = fleet::attest(
+        options(),
+        &gw,
+        &ak,
+        [2; 32],
+        Some(&other),
+        Duration::from_secs(15),
+    )
+    .await
+    .unwrap()
+    .unwrap_err();
+    assert_eq!(refused.code(), "attest-not-golden");
+    // Another AK (as if the gateway's TPM were swapped) refuses the quote.
+    let wrong_ak = tpm.event_public();
+    let refused = fleet::attest(
+        options(),
+        &gw,
+        &wrong_ak,
+        [3; 32],
+        None,
+        Duration::from_secs(15),
+    )
+    .await
+    .unwrap()
+    .unwrap_err();
+    assert_eq!(refused.code(), "attest-bad-signature");
+
+    gw_stop.send(()).unwrap();
+    link.await.unwrap().unwrap();
+    answering.abort();
+}
+
+#[tokio::test]
+async fn a_policy_published_by_the_hub_reaches_the_gateways_store_and_a_rollback_does_not() {
+    use dosegate::fleet_state::{Applied, FleetState};
+    let Some(bin) = require_mosquitto("policy update") else {
+        return;
+    };
+    let fleet = Fleet::new(bin, &["gw-a"]);
+    let policy = include_str!("../../../policies/fdm-hctz-printlet.toml");
+    let keys = fleet.hub.role_keys(Role::Policies, &fleet.root()).unwrap();
+    let bundle = |v: u32| {
+        fleet::sign_policy_bundle(
+            &policy.replacen("version = 1", &format!("version = {v}"), 1),
+            &keys,
+        )
+        .unwrap()
+    };
+    let publish = |(topic, bytes): (String, Vec<u8>)| {
+        fleet::publish_retained(
+            fleet.hub_options(HUB_PUBLISHER_CN),
+            topic,
+            bytes,
+            Duration::from_secs(5),
+        )
+    };
+    // Published (retained) before the gateway connects: it arrives at subscription.
+    publish(bundle(3)).await.unwrap();
+
+    let (_ledger_tx, ledger_rx) = mpsc::channel(1);
+    let (inbound_tx, mut inbound) = mpsc::channel::<Inbound>(16);
+    let (status_tx, _status) = watch::channel(LinkStatus::default());
+    let (gw_stop, gw_stop_rx) = oneshot::channel::<()>();
+    let link = tokio::spawn(mqtt::run(
+        fleet.link_config("gw-a"),
+        fleet.gateway_tls("gw-a"),
+        fleet.root(),
+        Outbox::new(OutboxConfig::default(), 0),
+        ledger_rx,
+        inbound_tx,
+        mpsc::channel::<Outbound>(1).1,
+        status_tx,
+        async {
+            let _ = gw_stop_rx.await;
+        },
+    ));
+    let mut store =
+        FleetState::open(&fleet.dir.path().join("gw-state/fleet"), fleet.root()).unwrap();
+    let mut next_applied = async || loop {
+        let msg = tokio::time::timeout(Duration::from_secs(10), inbound.recv())
+            .await
+            .expect("metadata from the broker")
+            .unwrap();
+        if let Inbound::Metadata(topic, bytes) = msg {
+            return store.apply(topic, &bytes, now_s());
+        }
+    };
+    let applied = next_applied().await.unwrap();
+    assert!(
+        matches!(applied, Applied::Policy { version: 3, .. }),
+        "{applied:?}"
+    );
+    // An older signed version replayed on the broker: refused as a rollback.
+    publish(bundle(2)).await.unwrap();
+    assert_eq!(
+        next_applied().await.unwrap_err().code(),
+        "metadata-rollback"
+    );
+    // A newer one: applied.
+    publish(bundle(4)).await.unwrap();
+    assert!(matches!(
+        next_applied().await.unwrap(),
+        Applied::Policy { version: 4, .. }
+    ));
+    assert!(store.policy("fdm-hctz-printlet", 4).is_some());
     gw_stop.send(()).unwrap();
     link.await.unwrap().unwrap();
 }

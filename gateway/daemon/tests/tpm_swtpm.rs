@@ -7,14 +7,12 @@
 
 use std::collections::BTreeSet;
 use std::io::{BufRead as _, BufReader, Read as _};
-use std::net::{TcpListener, TcpStream};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use dosegate::ledger::{GatewayKeys, Ledger, LedgerOptions};
 use dosegate::store;
-use dosegate::tpm::{Handles, Tpm, TpmConfig, TpmError};
+use dosegate::tpm::{Tpm, TpmError};
 use dosegate_core::attest::quote::{ALG_SHA256, QuoteExpectation, verify_quote};
 use dosegate_core::attest::{Component, EventLog, GoldenValues, PcrSelection, QuoteError};
 use dosegate_core::envelope::Signer as _;
@@ -22,106 +20,9 @@ use dosegate_core::ledger::verify::verify_records;
 use dosegate_core::ledger::{Event, EventKind, Fault, LedgerTrust, Quoter as _};
 use sha2::{Digest as _, Sha256};
 
-const PCR: u8 = 15;
-
-/// A running swtpm, killed on drop.
-struct Swtpm {
-    child: Child,
-    port: u16,
-    state: tempfile::TempDir,
-}
-
-fn free_port_pair() -> u16 {
-    for _ in 0..100 {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = l.local_addr().unwrap().port();
-        if port < u16::MAX && TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free port pair for swtpm");
-}
-
-fn swtpm_available() -> bool {
-    let found = Command::new("swtpm")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !found {
-        assert!(
-            std::env::var_os("DOSEGATE_REQUIRE_REAL").is_none(),
-            "swtpm is not installed and DOSEGATE_REQUIRE_REAL is set (run scripts/setup-deps.sh)"
-        );
-        eprintln!("SKIPPED: swtpm is not installed (scripts/setup-deps.sh installs it)");
-    }
-    found
-}
-
-impl Swtpm {
-    fn start() -> Option<Self> {
-        if !swtpm_available() {
-            return None;
-        }
-        let state = tempfile::tempdir().unwrap();
-        let port = free_port_pair();
-        let child = Self::spawn(state.path(), port);
-        Some(Self { child, port, state })
-    }
-
-    fn spawn(state: &Path, port: u16) -> Child {
-        let child = Command::new("swtpm")
-            .args(["socket", "--tpm2"])
-            .arg("--server")
-            .arg(format!("type=tcp,port={port},bindaddr=127.0.0.1"))
-            .arg("--ctrl")
-            .arg(format!("type=tcp,port={},bindaddr=127.0.0.1", port + 1))
-            .args(["--flags", "not-need-init,startup-clear"])
-            .arg("--tpmstate")
-            .arg(format!("dir={}", state.display()))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start swtpm");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "swtpm did not listen on {port}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        child
-    }
-
-    /// Stops swtpm and starts it again on the same state (a power cycle).
-    fn restart(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        self.child = Self::spawn(self.state.path(), self.port);
-    }
-
-    fn tcti(&self) -> String {
-        format!("swtpm:host=127.0.0.1,port={}", self.port)
-    }
-
-    fn config(&self) -> TpmConfig {
-        TpmConfig {
-            tcti: self.tcti(),
-            app_pcr: PCR,
-            handles: Handles::default(),
-        }
-    }
-
-    fn open(&self) -> Tpm {
-        Tpm::open(&self.config()).expect("open TPM")
-    }
-}
-
-impl Drop for Swtpm {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+#[path = "support/swtpm.rs"]
+mod swtpm;
+use swtpm::{PCR, Swtpm};
 
 fn measure_all(tpm: &Tpm) {
     for (what, bytes) in [
@@ -468,4 +369,27 @@ fn hub_made_credential_is_activated_only_for_our_ak() {
     );
     // The event key is not an AK: unrestricted, so the hub refuses its public area.
     assert!(check_ak_public(&area, &tpm.event_public()).is_err());
+}
+
+#[test]
+fn the_tls_key_is_a_third_key_that_signs_as_itself_and_survives_a_restart() {
+    let Some(mut swtpm) = Swtpm::start() else {
+        return;
+    };
+    let tpm = std::sync::Arc::new(swtpm.open());
+    let tls = tpm.tls_public();
+    assert_ne!(tls, tpm.event_public());
+    assert_ne!(tls, tpm.ak_public());
+    let signer = tpm.tls_signer();
+    assert_eq!(signer.public_key(), tls);
+    let sig = signer.sign(b"TLS 1.3, client CertificateVerify").unwrap();
+    assert!(tls.verify(b"TLS 1.3, client CertificateVerify", &sig));
+    assert!(
+        !tpm.event_public()
+            .verify(b"TLS 1.3, client CertificateVerify", &sig)
+    );
+    drop(signer);
+    drop(tpm);
+    swtpm.restart();
+    assert_eq!(swtpm.open().tls_public(), tls, "the TLS key is persistent");
 }

@@ -7,11 +7,15 @@
 //! - [`receipt`]: hub-signed receipts (COSE_Sign1, [`ContentType::Receipt`]) saying "everything of
 //!   gateway G up to seq S, whose entry hashes to H, is durably stored at the hub";
 //! - [`command`]: the hub's commands on `down/cmd` (attestation nonce, resend-from, abort, rebirth);
+//! - [`attest`]: the answer to an attestation nonce (TPM quote + event log) and its verification;
 //! - [`birth`]: the retained birth message and the Last Will;
+//! - [`enroll`]: the enrollment request carrying a gateway's TPM-held AK and mTLS key to the hub;
 //! - [`delivery`]: the gateway's [`Outbox`] (the ledger is the outbox: what to publish, what a
 //!   receipt covers, what to re-send, how old the unreceipted backlog is);
 //! - [`inbox`]: the hub's [`Inbox`] (de-duplication by `(gateway, seq, hash)`, tampering when a seq
 //!   comes back with another hash, gap detection and resend-from);
+//! - [`metadata`]: signed fleet metadata (trust-root chain, policy and model bundles, revocation
+//!   list) and the anti-rollback rule;
 //! - [`wire`]: reading the routing fields (`gw`, `seq`, `prev`) of a sealed ledger record.
 //!
 //! It does **no I/O**: no sockets, no clock, no files. The daemon's `mqtt` adapter and the hub tool
@@ -26,17 +30,22 @@
 //!
 //! [`ContentType::Receipt`]: crate::envelope::ContentType::Receipt
 
+pub mod attest;
 pub mod birth;
 pub mod command;
 pub mod delivery;
+pub mod enroll;
 pub mod inbox;
+pub mod metadata;
 pub mod receipt;
 pub mod topic;
 pub mod wire;
 
+pub use attest::{AttestAnswer, AttestAnswerError, AttestedGateway};
 pub use birth::{Birth, Death, LedgerHead, Measurement, SoftwareVersion};
 pub use command::{Command, HubCommand};
 pub use delivery::{DeliveryError, Outbox, OutboxConfig, Outgoing};
+pub use enroll::{EnrollError, EnrolledIdentity, EnrollmentRequest};
 pub use inbox::{Inbox, InboxError, Received};
 pub use receipt::{ReceiptError, ReceiptPayload, VerifiedReceipt};
 pub use topic::{FleetTopic, GatewayId, SpokeTopic, Topic, TopicError};

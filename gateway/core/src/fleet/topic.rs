@@ -172,6 +172,14 @@ impl FleetTopic {
     /// Every fleet-wide topic.
     pub const ALL: [FleetTopic; 4] = [Self::Root, Self::Policies, Self::Models, Self::Revocation];
 
+    /// The topic of one policy or model id, `fleet/down/{policies,models}/{id}`, so that each
+    /// id keeps its own retained message (one retained message per topic). `None` for the root
+    /// and revocation topics, or an id that is not `[A-Za-z0-9._-]{1,64}`.
+    pub fn item(self, id: &str) -> Option<String> {
+        (matches!(self, Self::Policies | Self::Models) && valid_item_id(id))
+            .then(|| format!("fleet/down/{}/{id}", self.last()))
+    }
+
     fn last(self) -> &'static str {
         match self {
             Self::Root => "root",
@@ -180,6 +188,14 @@ impl FleetTopic {
             Self::Revocation => "revocation",
         }
     }
+}
+
+fn valid_item_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_GATEWAY_ID_LEN
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 /// Any topic of the fleet link.
@@ -209,9 +225,18 @@ impl Topic {
             topic: topic.to_owned(),
         };
         if let Some(rest) = topic.strip_prefix("fleet/down/") {
+            // `policies/{id}` and `models/{id}` carry one item each (see `FleetTopic::item`).
+            let (kind, item) = match rest.split_once('/') {
+                Some((kind, id)) if valid_item_id(id) => (kind, true),
+                Some(_) => return Err(unknown()),
+                None => (rest, false),
+            };
             return FleetTopic::ALL
                 .into_iter()
-                .find(|t| t.last() == rest)
+                .find(|t| {
+                    t.last() == kind
+                        && (!item || matches!(t, FleetTopic::Policies | FleetTopic::Models))
+                })
                 .map(Self::Fleet)
                 .ok_or_else(unknown);
         }
@@ -257,6 +282,14 @@ mod tests {
             Topic::Spoke(gw, SpokeTopic::Evt).name(),
             "spoke/spoke-01/up/evt"
         );
+        let item = FleetTopic::Policies.item("fdm-hctz-printlet").unwrap();
+        assert_eq!(item, "fleet/down/policies/fdm-hctz-printlet");
+        assert_eq!(
+            Topic::parse(&item).unwrap(),
+            Topic::Fleet(FleetTopic::Policies)
+        );
+        assert_eq!(FleetTopic::Root.item("x"), None);
+        assert_eq!(FleetTopic::Models.item("a/b"), None);
     }
 
     #[test]
@@ -288,6 +321,11 @@ mod tests {
             "fleet/down/jobs",
             "other/gw/up/evt",
             "spoke//up/evt",
+            "fleet/down/root/x",
+            "fleet/down/revocation/x",
+            "fleet/down/policies/a/b",
+            "fleet/down/policies/+",
+            "fleet/down/policies/",
         ] {
             assert!(Topic::parse(t).is_err(), "{t}");
         }

@@ -205,6 +205,8 @@ fn exercise(args: &ExerciseArgs) -> Result<ExitCode> {
     runtime.block_on(async {
         let (ledger_tx, ledger_rx) = mpsc::channel::<LedgerEntry>(8192);
         let (inbound_tx, mut inbound_rx) = mpsc::channel::<Inbound>(16);
+        // The exercise answers nothing (no TPM to quote with): its outbound side stays closed.
+        let (_, outbound_rx) = mpsc::channel::<mqtt::Outbound>(1);
         let (status_tx, mut status) = watch::channel(LinkStatus::default());
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let link = tokio::spawn(mqtt::run(
@@ -214,6 +216,7 @@ fn exercise(args: &ExerciseArgs) -> Result<ExitCode> {
             outbox,
             ledger_rx,
             inbound_tx,
+            outbound_rx,
             status_tx,
             async {
                 let _ = stop_rx.await;

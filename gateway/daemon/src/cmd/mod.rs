@@ -8,4 +8,5 @@ pub mod ledger;
 pub mod predict;
 pub mod print;
 pub mod run;
+pub mod tpm;
 pub mod update;

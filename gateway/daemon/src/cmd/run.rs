@@ -31,9 +31,10 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{info, warn};
 
+use crate::fleet_state::{Applied as FleetApplied, FleetState, Revocable};
 use crate::ledger::{Ledger, LedgerOptions, measure_digests};
 use crate::lifecycle::{self, JobRunner};
-use crate::mqtt::{self, Inbound, LedgerEntry, LinkConfig, LinkStatus};
+use crate::mqtt::{self, Inbound, LedgerEntry, LinkConfig, LinkStatus, Outbound};
 use crate::notify::{self, NotifyError, State};
 use crate::outbox;
 use crate::printer::PrinterSettings;
@@ -285,7 +286,7 @@ fn tpm_config(config: &Config) -> TpmConfig {
     }
 }
 
-fn tls_signer(config: &Config) -> Result<Arc<dyn Signer + Send + Sync>, RunError> {
+fn tls_signer(config: &Config, tpm: &Arc<Tpm>) -> Result<Arc<dyn Signer + Send + Sync>, RunError> {
     match config.insecure.as_ref().and_then(|i| i.tls_key.as_ref()) {
         Some(path) => {
             warn!(key = %path.display(), "INSECURE: the mTLS client key is a file, not the TPM");
@@ -294,9 +295,10 @@ fn tls_signer(config: &Config) -> Result<Arc<dyn Signer + Send + Sync>, RunError
                 .map_err(RunError::FleetSetup)?;
             mqtt::file_signer(&pem).map_err(|e| RunError::FleetSetup(e.into()))
         }
-        None => Err(RunError::FleetSetup(anyhow::anyhow!(
-            "no TLS client key: the TPM-held key is not available in this build; set insecure.tls_key"
-        ))),
+        None => {
+            info!(key = %tpm.tls_public().key_id(), "mTLS client key in the TPM");
+            Ok(tpm.tls_signer())
+        }
     }
 }
 
@@ -345,9 +347,10 @@ async fn serve(config: &Config, config_bytes: &[u8]) -> Result<(), RunError> {
         .map_err(|e| RunError::FleetSetup(anyhow::anyhow!("gateway id: {e}")))?;
 
     // The TPM: keys, counter and the application PCR, measured before anything is signed.
-    let tpm = Tpm::open(&tpm_config(config)).map_err(|e| RunError::Tpm(e.into()))?;
+    let tpm = Arc::new(Tpm::open(&tpm_config(config)).map_err(|e| RunError::Tpm(e.into()))?);
+    let keys: &Tpm = &tpm;
     let state = &config.paths.state_dir;
-    let log = measure_digests(&tpm, &state.join("pcr-log.cbor"), &held.measured)
+    let log = measure_digests(keys, &state.join("pcr-log.cbor"), &held.measured)
         .map_err(|e| RunError::Tpm(e.into()))?;
     info!(
         measurements = log.0.len(),
@@ -359,7 +362,7 @@ async fn serve(config: &Config, config_bytes: &[u8]) -> Result<(), RunError> {
     let mut ledger = Ledger::open(
         &ledger_dir,
         gw.as_str(),
-        &tpm,
+        keys,
         LedgerOptions::default(),
         now_ms(),
     )
@@ -383,6 +386,8 @@ async fn serve(config: &Config, config_bytes: &[u8]) -> Result<(), RunError> {
         now_ms(),
     )
     .map_err(RunError::Ledger)?;
+    let mut fleet_state = FleetState::open(&state.join("fleet"), held.root.clone())
+        .map_err(|e| RunError::FleetSetup(e.into()))?;
     let backlog = Backlog::new(
         &records,
         outbox.receipted().map_or(0, |(s, _)| s + 1),
@@ -404,6 +409,9 @@ async fn serve(config: &Config, config_bytes: &[u8]) -> Result<(), RunError> {
     )
     .map_err(|e| RunError::Ledger(e.into()))?;
     drop(records);
+    for p in fleet_state.policies() {
+        runner.hold_policy(p.id(), p.toml().as_bytes());
+    }
     for r in runner.take_closed_at_start() {
         log_report(&r);
     }
@@ -418,6 +426,7 @@ async fn serve(config: &Config, config_bytes: &[u8]) -> Result<(), RunError> {
     let (inbound_tx, mut inbound_rx) = mpsc::channel::<Inbound>(16);
     let (status_tx, mut status_rx) = watch::channel(LinkStatus::default());
     let (stop_link_tx, stop_link_rx) = oneshot::channel::<()>();
+    let (outbound_tx, outbound_rx) = mpsc::channel::<Outbound>(16);
     let link = match fleet {
         None => {
             warn!("no [fleet] table: not connected to a hub, no job can arrive");
@@ -431,7 +440,7 @@ async fn serve(config: &Config, config_bytes: &[u8]) -> Result<(), RunError> {
                     .map_err(RunError::FleetSetup)
             };
             let tls = Arc::new(
-                mqtt::tls_config(&read(&f.ca)?, &read(&f.cert)?, tls_signer(config)?)
+                mqtt::tls_config(&read(&f.ca)?, &read(&f.cert)?, tls_signer(config, &tpm)?)
                     .map_err(|e| RunError::FleetSetup(e.into()))?,
             );
             let link_config = LinkConfig {
@@ -461,6 +470,7 @@ async fn serve(config: &Config, config_bytes: &[u8]) -> Result<(), RunError> {
                 outbox,
                 ledger_rx,
                 inbound_tx,
+                outbound_rx,
                 status_tx,
                 async {
                     let _ = stop_link_rx.await;
@@ -500,10 +510,18 @@ async fn serve(config: &Config, config_bytes: &[u8]) -> Result<(), RunError> {
     let receipt_file = outbox::receipt_path(&ledger_dir);
     let mut kept_receipt: Option<Vec<u8>> = None;
     let mut jobs = std::collections::VecDeque::<Vec<u8>>::new();
+    let mut later = Vec::<Inbound>::new();
     let (abort_tx, abort_rx) = watch::channel::<Option<String>>(None);
     let mut stopping = None;
     while stopping.is_none() {
-        let wake = if let Some(job) = jobs.pop_front() {
+        let wake = if let Some(m) = later.pop() {
+            match m {
+                Inbound::Attest(n) => Wake::Attest(n),
+                Inbound::Metadata(t, b) => Wake::Metadata(t, b),
+                Inbound::Job(b) => Wake::Job(b),
+                Inbound::Abort(id) => Wake::Abort(id),
+            }
+        } else if let Some(job) = jobs.pop_front() {
             Wake::Job(job)
         } else {
             tokio::select! {
@@ -540,11 +558,19 @@ async fn serve(config: &Config, config_bytes: &[u8]) -> Result<(), RunError> {
             Wake::Abort(id) => {
                 info!(job = id, "hub asked to abort a job that is not printing");
             }
-            Wake::Attest(nonce) => {
-                warn!(nonce = %hex::encode(nonce), "attestation challenge not answered by this build");
-            }
+            Wake::Attest(nonce) => match crate::attest::answer_challenge(keys, &gw, &nonce) {
+                Ok(answer) => {
+                    if outbound_tx.try_send(Outbound::Attest(answer)).is_err() {
+                        warn!("attestation answer dropped: the link is busy");
+                    } else {
+                        info!(nonce = %hex::encode(nonce), "attestation challenge answered");
+                    }
+                }
+                Err(e) => warn!(error = %e, "cannot answer the attestation challenge"),
+            },
             Wake::Metadata(topic, bytes) => {
-                warn!(topic = ?topic, bytes = bytes.len(), "fleet metadata not applied by this build");
+                apply_metadata(&mut fleet_state, &mut runner, topic, &bytes)
+                    .map_err(|e| RunError::Ledger(e.into()))?;
             }
             Wake::Job(bytes) => {
                 let now = now_ms();
@@ -552,14 +578,27 @@ async fn serve(config: &Config, config_bytes: &[u8]) -> Result<(), RunError> {
                     .borrow()
                     .backlog
                     .admit(now, outbox_config.max_backlog_age_ms);
-                let report = if let Err(e) = admitted {
+                let claimed = claimed_job_id(&bytes);
+                let revoked = fleet_state.is_revoked(Revocable::Gateway(&gw))
+                    || claimed
+                        .as_deref()
+                        .is_some_and(|id| fleet_state.is_revoked(Revocable::Job(id)));
+                let report = if revoked {
+                    runner.refuse_intake(
+                        &bytes,
+                        "revoked",
+                        "the hub's revocation list names this gateway or this job",
+                        now,
+                    )
+                } else if let Err(e) = admitted {
                     runner.refuse_intake(&bytes, "backlog-too-old", &e, now)
                 } else {
                     let _ = abort_tx.send(None);
                     let mut aborts = abort_rx.clone();
                     status_file.write(status_rx.borrow().connected, "job");
                     let mut inbound = InboundDuringJob {
-                        job_id: claimed_job_id(&bytes),
+                        job_id: claimed,
+                        later: &mut later,
                         status: &status_file,
                         link: status_rx.clone(),
                         tick: &mut tick,
@@ -573,14 +612,9 @@ async fn serve(config: &Config, config_bytes: &[u8]) -> Result<(), RunError> {
                     let stop = Box::pin(async move {
                         let _ = aborts.wait_for(Option::is_some).await;
                     });
-                    let run = runner.run_job(
-                        &bytes,
-                        &held.root,
-                        &mut printer,
-                        &mut measure,
-                        &now_ms,
-                        stop,
-                    );
+                    let root = fleet_state.trust_root().clone();
+                    let run =
+                        runner.run_job(&bytes, &root, &mut printer, &mut measure, &now_ms, stop);
                     tokio::pin!(run);
                     loop {
                         tokio::select! {
@@ -628,6 +662,48 @@ fn log_report(r: &lifecycle::JobReport) {
 
 /// Capacity of the channel from the ledger to the fleet link.
 const LEDGER_CHANNEL: usize = 8192;
+
+/// Verifies and applies one retained fleet message; what it changes is recorded as a
+/// `trust-updated` ledger event, and a policy or model it brings is used from then on. A refusal
+/// (rollback, wrong role, bad signature) is logged with its code and changes nothing.
+fn apply_metadata(
+    state: &mut FleetState,
+    runner: &mut JobRunner<'_>,
+    topic: dosegate_core::fleet::FleetTopic,
+    bytes: &[u8],
+) -> Result<(), lifecycle::RunnerError> {
+    #[derive(serde::Serialize)]
+    struct Body {
+        topic: String,
+        applied: String,
+    }
+    match state.apply(topic, bytes, now_ms() / 1000) {
+        Ok(FleetApplied::Unchanged { .. }) => {}
+        Ok(applied) => {
+            if let FleetApplied::Policy { id, version, .. } = &applied
+                && let Some(p) = state.policy(id, *version)
+            {
+                runner.hold_policy(id, p.toml().as_bytes());
+            }
+            if let FleetApplied::Model { id, .. } = &applied
+                && let Some(m) = state.model(id)
+            {
+                runner.hold_model(id, m.bytes());
+            }
+            info!(topic = ?topic, applied = ?applied, "fleet metadata applied");
+            runner.record_gateway_event(
+                dosegate_core::ledger::EventKind::TrustUpdated,
+                &Body {
+                    topic: format!("{topic:?}"),
+                    applied: format!("{applied:?}"),
+                },
+                now_ms(),
+            )?;
+        }
+        Err(e) => warn!(code = e.code(), error = %e, "fleet metadata refused"),
+    }
+    Ok(())
+}
 
 /// Keeps `<state_dir>/status.json` current for `dosegate health` (at least every
 /// [`STATUS_EVERY`]): whether a broker is configured and connected, whether the printer's
@@ -712,6 +788,8 @@ struct InboundDuringJob<'a> {
     /// The id the running job claims (unverified: only used to match the hub's abort command,
     /// which the broker only accepts from the hub).
     job_id: Option<String>,
+    /// Attestation challenges and fleet metadata that arrived during the job, handled after it.
+    later: &'a mut Vec<Inbound>,
     status: &'a StatusFile,
     link: watch::Receiver<LinkStatus>,
     tick: &'a mut tokio::time::Interval,
@@ -761,7 +839,8 @@ impl InboundDuringJob<'_> {
                     let _ = self.abort.send(Some(id));
                 }
                 Some(Inbound::Abort(id)) => info!(job = id, "hub abort for a job that is not running"),
-                Some(_) => {}
+                Some(other) if self.later.len() < MAX_QUEUED_JOBS => self.later.push(other),
+                Some(_) => warn!("fleet message dropped while a job runs: too many waiting"),
                 None => std::future::pending::<()>().await,
             },
         }
