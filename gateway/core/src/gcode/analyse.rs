@@ -355,6 +355,7 @@ impl Machine {
     }
 
     /// Runs one command.
+    #[inline]
     #[expect(clippy::too_many_lines, reason = "one arm per Marlin command, flat")]
     pub fn apply(&mut self, cmd: &Command) -> Step {
         self.a.commands += 1;
@@ -473,6 +474,7 @@ impl Machine {
         }
     }
 
+    #[inline]
     fn linear_move(&mut self, cmd: &Command, unit: f64) -> Move {
         // One pass over the parameters into scalars (kept in registers: an array indexed by
         // letter, written 8 bytes at a time and read back 16, stalls store forwarding).
