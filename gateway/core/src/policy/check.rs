@@ -180,6 +180,33 @@ enum Digesting {
     Hashing(Sha256),
     /// Known from a [`HashedProgram`] (the bytes fed are its bytes).
     Known([u8; 32]),
+    /// Hashed by the caller ([`CallerHashedChecker`]), given at the end.
+    ByCaller,
+}
+
+/// A [`ProgramChecker`] that leaves hashing to its caller, who hashes the same chunks as it
+/// reads them (`dosegate check-gcode` does so on its reader thread, beside the check) and
+/// passes the digest to [`CallerHashedChecker::finish`] for the report. It makes a report, never
+/// a [`VerifiedProgram`]: the proof is made only by [`verify_program`], which hashes, and by
+/// [`verify_hashed_program`], which takes a [`HashedProgram`].
+#[derive(Debug)]
+pub struct CallerHashedChecker<'p>(ProgramChecker<'p>);
+
+impl<'p> CallerHashedChecker<'p> {
+    /// A check of one program against `policy` and `rx`.
+    pub fn new(policy: &'p Policy, rx: &Prescription) -> Self {
+        Self(ProgramChecker::with_digest(policy, rx, Digesting::ByCaller))
+    }
+
+    /// Feeds the next chunk of the program.
+    pub fn feed(&mut self, chunk: &[u8]) {
+        self.0.feed(chunk);
+    }
+
+    /// Ends the program; `sha256` is the caller's digest of every chunk fed, in order.
+    pub fn finish(self, sha256: [u8; 32]) -> ProgramReport {
+        self.0.finish_with_digest_from(Some(sha256)).0
+    }
 }
 
 /// Modal facts the policy needs beyond the machine state.
@@ -306,7 +333,14 @@ impl<'p> ProgramChecker<'p> {
         (report, commands)
     }
 
-    fn finish_with_digest(mut self) -> (ProgramReport, Option<ProgramCommands>, [u8; 32]) {
+    fn finish_with_digest(self) -> (ProgramReport, Option<ProgramCommands>, [u8; 32]) {
+        self.finish_with_digest_from(None)
+    }
+
+    fn finish_with_digest_from(
+        mut self,
+        caller: Option<[u8; 32]>,
+    ) -> (ProgramReport, Option<ProgramCommands>, [u8; 32]) {
         let mut parser = std::mem::take(&mut self.parser);
         if !self.too_large {
             parser.finish(|line, r| self.on_line(line, r));
@@ -321,6 +355,8 @@ impl<'p> ProgramChecker<'p> {
         let sha256: [u8; 32] = match self.digest {
             Digesting::Hashing(h) => h.finalize().into(),
             Digesting::Known(d) => d,
+            // Only `CallerHashedChecker` makes this one, and its `finish` passes the digest.
+            Digesting::ByCaller => caller.unwrap_or_default(),
         };
         let report = ProgramReport {
             sha256: hex::encode(sha256),

@@ -190,6 +190,18 @@ fn hashed_program_proof_equals_the_one_pass_proof() {
 }
 
 #[test]
+fn caller_hashed_check_equals_the_hashing_check() {
+    let policy = fdm();
+    let whole = check(&fdm(), &rx(), BASE.as_bytes());
+    let mut c = CallerHashedChecker::new(&policy, &rx());
+    for chunk in BASE.as_bytes().chunks(5) {
+        c.feed(chunk);
+    }
+    let digest: [u8; 32] = sha2::Sha256::digest(BASE.as_bytes()).into();
+    assert_eq!(c.finish(digest), whole);
+}
+
+#[test]
 fn chunked_check_equals_whole_check() {
     let p = fdm();
     let rx = rx();
