@@ -46,7 +46,8 @@ pub struct ProgramCommand<'a> {
 /// into one buffer (one allocation for the whole program, not one per command).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct ProgramCommands {
-    text: String,
+    /// Canonical texts back to back (ASCII only).
+    text: Vec<u8>,
     entries: Vec<CommandEntry>,
 }
 
@@ -62,7 +63,7 @@ impl ProgramCommands {
     /// Appends a command: its canonical text, source line and the position after it.
     pub fn push(&mut self, source_line: u32, command: &Command, after: Position) {
         let start = self.text.len();
-        command.write_canonical(&mut self.text);
+        command.write_canonical_bytes(&mut self.text);
         self.entries.push(CommandEntry {
             source_line,
             start,
@@ -74,8 +75,12 @@ impl ProgramCommands {
     fn view(&self, e: &CommandEntry) -> ProgramCommand<'_> {
         ProgramCommand {
             source_line: e.source_line,
-            // Always in bounds and on ASCII boundaries: `push` wrote exactly this range.
-            text: self.text.get(e.start..e.end).unwrap_or_default(),
+            // Always in bounds and ASCII: `push` wrote exactly this range.
+            text: self
+                .text
+                .get(e.start..e.end)
+                .and_then(|b| std::str::from_utf8(b).ok())
+                .unwrap_or_default(),
             after: e.after,
         }
     }
