@@ -23,4 +23,4 @@ echo "== machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d
 echo "== program: $(stat -c %s "$out/job.gcode") bytes"
 DOSEGATE_BENCH_GCODE="$PWD/$out/job.gcode" DOSEGATE_BENCH_POLICY="$PWD/$out/policy.toml" DOSEGATE_BENCH_UNITS=20 \
     "${core[@]}" \
-    cargo bench -q -p dosegate-core --bench job_verify 2>/dev/null | grep -E "^(authenticate|verify)|time:"
+    cargo bench -q -p dosegate-core --bench job_verify 2>/dev/null | grep -E "^(authenticate|verify)|time:|min .* median"

@@ -68,10 +68,67 @@ pub fn from_slice<T: Serialize + DeserializeOwned>(
             reason: format!("{} trailing bytes", reader.len()),
         });
     }
-    if to_vec(&value)? != bytes {
+    if !encodes_to(&value, bytes)? {
         return Err(CborError::NotDeterministic);
     }
     Ok(value)
+}
+
+/// True when the deterministic encoding of `value` is exactly `expected`. The encoding is compared
+/// as it is produced, without being collected: a decoded multi-megabyte job is checked without a
+/// second copy of it.
+pub fn encodes_to<T: Serialize + ?Sized>(value: &T, expected: &[u8]) -> Result<bool, CborError> {
+    let mut cmp = Comparer::new(expected);
+    match ciborium::into_writer(value, &mut cmp) {
+        Ok(()) => Ok(cmp.matched_all()),
+        // The comparer stops the encoder at the first difference.
+        Err(_) if cmp.differs => Ok(false),
+        Err(e) => Err(CborError::Encode {
+            reason: e.to_string(),
+        }),
+    }
+}
+
+/// A writer that compares what is written with `rest`, byte for byte, and stops (with an error)
+/// at the first difference.
+#[derive(Debug)]
+pub(crate) struct Comparer<'a> {
+    rest: &'a [u8],
+    differs: bool,
+}
+
+impl<'a> Comparer<'a> {
+    /// A comparer against `expected`.
+    pub(crate) fn new(expected: &'a [u8]) -> Self {
+        Self {
+            rest: expected,
+            differs: false,
+        }
+    }
+
+    /// True when everything written so far matched and nothing of `expected` is left over.
+    pub(crate) fn matched_all(&self) -> bool {
+        !self.differs && self.rest.is_empty()
+    }
+}
+
+impl std::io::Write for Comparer<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self.rest.strip_prefix(buf) {
+            Some(rest) if !self.differs => {
+                self.rest = rest;
+                Ok(buf.len())
+            }
+            _ => {
+                self.differs = true;
+                Err(std::io::Error::other("differs from the input"))
+            }
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Checks that a generic CBOR value follows the deterministic rules that depend on the value
@@ -148,6 +205,28 @@ mod tests {
             from_slice::<Sample>(&bad, 1024),
             Err(CborError::NotDeterministic)
         );
+    }
+
+    #[test]
+    fn comparing_encoder_agrees_with_the_collected_encoding() {
+        let s = Sample {
+            id: 300,
+            dose: 12.5,
+            name: "printlet".into(),
+        };
+        let bytes = to_vec(&s).unwrap();
+        assert_eq!(encodes_to(&s, &bytes), Ok(true));
+        // Shorter, longer and different expectations all differ.
+        assert_eq!(encodes_to(&s, &bytes[..bytes.len() - 1]), Ok(false));
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert_eq!(encodes_to(&s, &longer), Ok(false));
+        for i in 0..bytes.len() {
+            let mut flipped = bytes.clone();
+            flipped[i] ^= 0x01;
+            assert_eq!(encodes_to(&s, &flipped), Ok(false), "byte {i} flipped");
+        }
+        assert_eq!(encodes_to(&s, &[]), Ok(false));
     }
 
     #[test]

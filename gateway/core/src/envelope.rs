@@ -27,6 +27,8 @@ use p256::ecdsa::{Signature, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::cbor;
+
 /// Unprotected header label of `COSE_Countersignature` (RFC 9338 §3.1).
 const COUNTERSIGNATURE_LABEL: i64 = 11;
 /// Context string of a V2 full countersignature (RFC 9338 §3.3).
@@ -525,6 +527,36 @@ fn is_es256(header: &Header) -> bool {
         ))
 }
 
+/// True when `sign1`, encoded again as a tagged `COSE_Sign1`, gives exactly `bytes` — the same
+/// bytes `sign1.clone().to_tagged_vec()` would give, compared as they are produced: the headers
+/// and the signature are encoded from small copies, the payload (which can be megabytes) is
+/// compared in place and never copied.
+fn reencodes_to(sign1: &CoseSign1, bytes: &[u8]) -> Result<bool, EnvelopeError> {
+    let malformed = |reason: String| EnvelopeError::Malformed { reason };
+    let protected = sign1
+        .protected
+        .clone()
+        .cbor_bstr()
+        .map_err(|e| malformed(e.to_string()))?;
+    let unprotected = sign1
+        .unprotected
+        .clone()
+        .to_cbor_value()
+        .map_err(|e| malformed(e.to_string()))?;
+    let mut cmp = cbor::Comparer::new(bytes);
+    // Tag 18 (COSE_Sign1) and an array of four items, each then encoded in order: CBOR is the
+    // concatenation of its items' encodings.
+    let encoded = std::io::Write::write_all(&mut cmp, &[0xd2, 0x84]).is_ok()
+        && ciborium::into_writer(&protected, &mut cmp).is_ok()
+        && ciborium::into_writer(&unprotected, &mut cmp).is_ok()
+        && match &sign1.payload {
+            Some(p) => ciborium::into_writer(serde_bytes::Bytes::new(p), &mut cmp).is_ok(),
+            None => ciborium::into_writer(&Value::Null, &mut cmp).is_ok(),
+        }
+        && ciborium::into_writer(serde_bytes::Bytes::new(&sign1.signature), &mut cmp).is_ok();
+    Ok(encoded && cmp.matched_all())
+}
+
 /// Decodes a tagged `COSE_Sign1` of the expected content type without checking signatures.
 pub fn decode(bytes: &[u8], expected: ContentType, max: usize) -> Result<Envelope, EnvelopeError> {
     if bytes.len() > max {
@@ -535,11 +567,7 @@ pub fn decode(bytes: &[u8], expected: ContentType, max: usize) -> Result<Envelop
     }
     let malformed = |reason: String| EnvelopeError::Malformed { reason };
     let mut sign1 = CoseSign1::from_tagged_slice(bytes).map_err(|e| malformed(e.to_string()))?;
-    let reencoded = sign1
-        .clone()
-        .to_tagged_vec()
-        .map_err(|e| malformed(e.to_string()))?;
-    if reencoded != bytes {
+    if !reencodes_to(&sign1, bytes)? {
         return Err(malformed("not in deterministic encoding".into()));
     }
     let header = &sign1.protected.header;

@@ -25,7 +25,7 @@ use sha2::{Digest, Sha256};
 
 use crate::cbor::{self, CborError};
 use crate::envelope::{self, ContentType, EnvelopeError, KeyId};
-use crate::policy::{self, Policy, PolicyError, Rejected, VerifiedProgram};
+use crate::policy::{self, HashedProgram, Policy, PolicyError, Rejected, VerifiedProgram};
 use crate::prescription::{self, Formulation, PolicyRef, Prescription, PrescriptionError};
 use crate::trust::{Role, TrustError, TrustedRoot};
 
@@ -343,17 +343,28 @@ pub struct GatewayContext<'a> {
 /// names. Not yet checked against the design space.
 #[derive(Debug, Clone)]
 pub struct AuthenticJob {
+    /// The signed fields, with `gcode.bytes` moved out into `gcode`.
     job: Job,
-    gcode: Vec<u8>,
+    /// The decompressed G-code and its hash, which equals the prescription's `gcode_sha256`.
+    gcode: HashedProgram,
     signers: Vec<KeyId>,
 }
 
 /// Decompresses the G-code payload within the cap.
 pub fn decode_gcode(payload: &GcodePayload, max: usize) -> Result<Vec<u8>, JobError> {
-    let bytes = match payload.encoding {
-        GcodeEncoding::Identity => payload.bytes.to_vec(),
+    decode_gcode_bytes(payload.bytes.to_vec(), payload.encoding, max)
+}
+
+/// [`decode_gcode`] taking the payload's bytes: plain G-code is moved, not copied.
+fn decode_gcode_bytes(
+    payload: Vec<u8>,
+    encoding: GcodeEncoding,
+    max: usize,
+) -> Result<Vec<u8>, JobError> {
+    let bytes = match encoding {
+        GcodeEncoding::Identity => payload,
         GcodeEncoding::Zstd => {
-            let mut src: &[u8] = &payload.bytes;
+            let mut src: &[u8] = &payload;
             let decoder = ruzstd::decoding::StreamingDecoder::new(&mut src).map_err(|e| {
                 JobError::GcodeEncoding {
                     reason: e.to_string(),
@@ -400,7 +411,7 @@ pub fn authenticate(
     let keys = root.role_keys(Role::Jobs);
     let verified = envelope.verify(&root.role(&keys, Role::Jobs))?;
     let signers = verified.signers().iter().copied().collect();
-    let job: Job = cbor::from_slice(verified.payload(), limits.max_envelope_bytes)?;
+    let mut job: Job = cbor::from_slice(verified.payload(), limits.max_envelope_bytes)?;
     check_fields(&job)?;
     if job.gateway_id != ctx.gateway_id {
         return Err(JobError::WrongGateway {
@@ -436,12 +447,18 @@ pub fn authenticate(
     if let Some(last) = history.last_seq().filter(|last| job.seq <= *last) {
         return Err(JobError::StaleSequence { seq: job.seq, last });
     }
-    let gcode = decode_gcode(&job.gcode, limits.max_gcode_bytes)?;
-    let actual: [u8; 32] = Sha256::digest(&gcode).into();
-    if actual != job.prescription.gcode_sha256 {
+    // The bytes move out of the decoded job (a job can carry megabytes of G-code): `job()`
+    // keeps every other signed field, and `gcode()` is the program.
+    let payload = std::mem::take(&mut job.gcode.bytes).into_vec();
+    let gcode = HashedProgram::new(decode_gcode_bytes(
+        payload,
+        job.gcode.encoding,
+        limits.max_gcode_bytes,
+    )?);
+    if *gcode.sha256() != job.prescription.gcode_sha256 {
         return Err(JobError::GcodeHashMismatch {
             expected: hex::encode(job.prescription.gcode_sha256),
-            actual: hex::encode(actual),
+            actual: hex::encode(gcode.sha256()),
         });
     }
     Ok(AuthenticJob {
@@ -452,14 +469,15 @@ pub fn authenticate(
 }
 
 impl AuthenticJob {
-    /// The job's signed fields.
+    /// The job's signed fields, except the G-code's bytes (`gcode.bytes` is empty here; the
+    /// program is [`Self::gcode`], decompressed).
     pub fn job(&self) -> &Job {
         &self.job
     }
 
     /// The decompressed G-code, whose hash matched.
     pub fn gcode(&self) -> &[u8] {
-        &self.gcode
+        self.gcode.bytes()
     }
 
     /// The `jobs` keys whose signatures verified.
@@ -546,7 +564,9 @@ impl AuthenticJob {
         self.check_policy_binding(held.policy.id(), held.policy.version(), held.sha256)
             .map_err(DesignSpaceError::Binding)?;
         let rx = self.job.to_prescription();
-        let program = policy::verify_program(&held.policy, &rx, &self.gcode)
+        // The bytes checked are the bytes whose hash stage 1 compared with the prescription
+        // (`HashedProgram` holds both); they are not hashed again.
+        let program = policy::verify_hashed_program(&held.policy, &rx, &self.gcode)
             .map_err(DesignSpaceError::Program)?;
         Ok(VerifiedJob {
             authentic: self,
@@ -556,7 +576,7 @@ impl AuthenticJob {
 }
 
 impl VerifiedJob {
-    /// The job's signed fields.
+    /// The job's signed fields (the G-code is in [`Self::program`]).
     pub fn job(&self) -> &Job {
         self.authentic.job()
     }

@@ -27,7 +27,11 @@ fn verified() -> (StreamProgram, Policy, Vec<String>) {
     let rx = Prescription::from_toml(&std::fs::read_to_string(repo().join(RX)).unwrap()).unwrap();
     let program =
         verify_program(&policy, &rx, &std::fs::read(repo().join(GCODE)).unwrap()).unwrap();
-    let texts = program.commands().iter().map(|c| c.text.clone()).collect();
+    let texts = program
+        .commands()
+        .iter()
+        .map(|c| c.text.to_owned())
+        .collect();
     (
         StreamProgram::from_verified(&program).unwrap(),
         policy,

@@ -220,3 +220,42 @@ fn a_signature_with_no_kid_is_not_counted() {
         .unwrap_err();
     assert_eq!(err, EnvelopeError::UnknownKey { key_id: None });
 }
+
+/// The in-place re-encoding check says exactly what encoding a clone and comparing would say.
+#[test]
+fn in_place_reencoding_check_agrees_with_encoding_a_clone() {
+    let (a, b) = (key(1), key(2));
+    let big = vec![0x47u8; 70_000];
+    let mut cases = Vec::new();
+    for payload in [&b"x"[..], &[][..], &big[..]] {
+        cases.push(sign(ContentType::Job, payload, &[&a]).unwrap());
+        cases.push(sign(ContentType::Job, payload, &[&a, &b]).unwrap());
+    }
+    // Not deterministic: the payload's length written in a longer head than needed
+    // (0x58 0x01 'x' for 0x41 'x').
+    let short = sign(ContentType::Job, b"x", &[&a]).unwrap();
+    let at = short.windows(2).position(|w| w == [0x41, b'x']).unwrap();
+    let mut long_head = short[..at].to_vec();
+    long_head.extend_from_slice(&[0x58, 0x01, b'x']);
+    long_head.extend_from_slice(&short[at + 2..]);
+    cases.push(long_head);
+    // A detached payload (null) is encoded again as null.
+    let mut detached = CoseSign1::from_tagged_slice(&short).unwrap();
+    detached.payload = None;
+    cases.push(detached.to_tagged_vec().unwrap());
+    for bytes in &cases {
+        let sign1 = CoseSign1::from_tagged_slice(bytes).unwrap();
+        let by_clone = sign1.clone().to_tagged_vec().unwrap() == *bytes;
+        assert_eq!(reencodes_to(&sign1, bytes).unwrap(), by_clone);
+        // Every byte changed, dropped or added at the end is seen.
+        assert!(!reencodes_to(&sign1, &bytes[..bytes.len() - 1]).unwrap());
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(!reencodes_to(&sign1, &longer).unwrap());
+    }
+    assert!(!reencodes_to(&CoseSign1::from_tagged_slice(&cases[6]).unwrap(), &cases[6]).unwrap());
+    assert!(matches!(
+        decode(&cases[6], ContentType::Job, MAX),
+        Err(EnvelopeError::Malformed { .. })
+    ));
+}

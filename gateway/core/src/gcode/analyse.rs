@@ -230,6 +230,8 @@ pub struct Machine {
     last_layer_um: Option<i64>,
     layers_overflow: u32,
     islands: Vec<Island>,
+    /// The last island overlaps no other: a deposit inside its box then belongs to it alone.
+    last_island_clean: bool,
     a: Analysis,
 }
 
@@ -253,6 +255,9 @@ impl Island {
             && o.min[0] <= self.max[0] + UNIT_GAP_MM
             && self.min[1] - UNIT_GAP_MM <= o.max[1]
             && o.min[1] <= self.max[1] + UNIT_GAP_MM
+    }
+    fn contains(&self, p: [f64; 2]) -> bool {
+        p[0] >= self.min[0] && p[0] <= self.max[0] && p[1] >= self.min[1] && p[1] <= self.max[1]
     }
     fn include(&mut self, p: [f64; 2]) {
         self.min = [self.min[0].min(p[0]), self.min[1].min(p[1])];
@@ -287,6 +292,7 @@ impl Machine {
             last_layer_um: None,
             layers_overflow: 0,
             islands: Vec::new(),
+            last_island_clean: false,
             a: Analysis {
                 units: mass.units,
                 ..Analysis::default()
@@ -355,6 +361,7 @@ impl Machine {
     }
 
     /// Runs one command.
+    #[inline]
     #[expect(clippy::too_many_lines, reason = "one arm per Marlin command, flat")]
     pub fn apply(&mut self, cmd: &Command) -> Step {
         self.a.commands += 1;
@@ -473,6 +480,7 @@ impl Machine {
         }
     }
 
+    #[inline]
     fn linear_move(&mut self, cmd: &Command, unit: f64) -> Move {
         // One pass over the parameters into scalars (kept in registers: an array indexed by
         // letter, written 8 bytes at a time and read back 16, stalls store forwarding).
@@ -578,6 +586,26 @@ impl Machine {
 
     /// Adds a deposit to the island it touches (merging islands it joins), or starts one.
     fn note_island(&mut self, from: [f64; 2], to: [f64; 2], filament_mm: f64) {
+        // Fast path, same result as the search below: both ends inside the last island's box,
+        // and no other island overlaps that box. Any island near a point of the box overlaps
+        // it, so the last island is the only one hit; its box does not grow, and there is
+        // nothing to merge.
+        if self.last_island_clean {
+            if let Some(last) = self.islands.last_mut() {
+                if last.contains(from) && last.contains(to) {
+                    last.filament_mm += filament_mm;
+                    return;
+                }
+            }
+        }
+        self.note_island_search(from, to, filament_mm);
+        self.last_island_clean = match self.islands.split_last() {
+            Some((last, others)) => !others.iter().any(|o| o.overlaps(last)),
+            None => false,
+        };
+    }
+
+    fn note_island_search(&mut self, from: [f64; 2], to: [f64; 2], filament_mm: f64) {
         let hit = self.islands.iter().position(|i| i.near(from) || i.near(to));
         let Some(k) = hit else {
             if self.islands.len() < MAX_ISLANDS {

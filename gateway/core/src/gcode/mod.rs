@@ -30,13 +30,119 @@ pub struct Position {
     pub e: f64,
 }
 
-/// One command of a checked program, as the gateway will send it to the printer.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ProgramCommand {
+/// One command of a checked program, as the gateway will send it to the printer: a view into
+/// [`ProgramCommands`].
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct ProgramCommand<'a> {
     /// 1-based line of the source file the command came from.
     pub source_line: u32,
     /// Canonical text (see [`Command::write_canonical`]); never the source bytes.
-    pub text: String,
+    pub text: &'a str,
     /// Logical position after the command has run, for `M114` checkpoints.
     pub after: Position,
+}
+
+/// The commands of a checked program, in order. Their canonical texts are written back to back
+/// into one buffer (one allocation for the whole program, not one per command).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ProgramCommands {
+    /// Canonical texts back to back (ASCII only).
+    text: Vec<u8>,
+    entries: Vec<CommandEntry>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct CommandEntry {
+    source_line: u32,
+    start: usize,
+    end: usize,
+    after: Position,
+}
+
+impl ProgramCommands {
+    /// Appends a command: its canonical text, source line and the position after it.
+    pub fn push(&mut self, source_line: u32, command: &Command, after: Position) {
+        let start = self.text.len();
+        command.write_canonical_bytes(&mut self.text);
+        self.entries.push(CommandEntry {
+            source_line,
+            start,
+            end: self.text.len(),
+            after,
+        });
+    }
+
+    fn view(&self, e: &CommandEntry) -> ProgramCommand<'_> {
+        ProgramCommand {
+            source_line: e.source_line,
+            // Always in bounds and ASCII: `push` wrote exactly this range.
+            text: self
+                .text
+                .get(e.start..e.end)
+                .and_then(|b| std::str::from_utf8(b).ok())
+                .unwrap_or_default(),
+            after: e.after,
+        }
+    }
+
+    /// Number of commands.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True if there are none.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The command at `index`.
+    pub fn get(&self, index: usize) -> Option<ProgramCommand<'_>> {
+        self.entries.get(index).map(|e| self.view(e))
+    }
+
+    /// The last command.
+    pub fn last(&self) -> Option<ProgramCommand<'_>> {
+        self.entries.last().map(|e| self.view(e))
+    }
+
+    /// The commands, in order.
+    pub fn iter(&self) -> ProgramCommandsIter<'_> {
+        ProgramCommandsIter {
+            commands: self,
+            entries: self.entries.iter(),
+        }
+    }
+}
+
+impl<'a> IntoIterator for &'a ProgramCommands {
+    type Item = ProgramCommand<'a>;
+    type IntoIter = ProgramCommandsIter<'a>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
+}
+
+/// Iterator over [`ProgramCommands`].
+#[derive(Debug, Clone)]
+pub struct ProgramCommandsIter<'a> {
+    commands: &'a ProgramCommands,
+    entries: std::slice::Iter<'a, CommandEntry>,
+}
+
+impl<'a> Iterator for ProgramCommandsIter<'a> {
+    type Item = ProgramCommand<'a>;
+    fn next(&mut self) -> Option<Self::Item> {
+        self.entries.next().map(|e| self.commands.view(e))
+    }
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.entries.size_hint()
+    }
+}
+
+impl ExactSizeIterator for ProgramCommandsIter<'_> {}
+
+impl DoubleEndedIterator for ProgramCommandsIter<'_> {
+    fn next_back(&mut self) -> Option<Self::Item> {
+        self.entries.next_back().map(|e| self.commands.view(e))
+    }
 }

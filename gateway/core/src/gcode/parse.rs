@@ -311,14 +311,21 @@ impl Decimal {
     /// Appends the canonical text: `-` if negative, the integer part (at least one digit), and
     /// if the number has a fraction, `.` and exactly `scale` digits.
     pub fn write_canonical(self, out: &mut String) {
+        let mut bytes = Vec::with_capacity(24);
+        self.write_canonical_bytes(&mut bytes);
+        out.push_str(std::str::from_utf8(&bytes).unwrap_or_default());
+    }
+
+    /// [`Self::write_canonical`] into bytes (ASCII).
+    pub fn write_canonical_bytes(self, out: &mut Vec<u8>) {
         if self.mantissa < 0 {
-            out.push('-');
+            out.push(b'-');
         }
         let abs = self.mantissa.unsigned_abs();
         let div = POW10_U64.get(usize::from(self.scale)).copied().unwrap_or(1);
         push_digits(out, abs / div, 1);
         if self.scale > 0 {
-            out.push('.');
+            out.push(b'.');
             push_digits(out, abs % div, usize::from(self.scale));
         }
     }
@@ -326,7 +333,7 @@ impl Decimal {
 
 /// Appends `v` in decimal, left-padded with zeros to at least `width` digits (at most 20). The
 /// canonical form is written once per command sent, so this avoids the `fmt` machinery.
-fn push_digits(out: &mut String, mut v: u64, width: usize) {
+fn push_digits(out: &mut Vec<u8>, mut v: u64, width: usize) {
     let mut buf = [b'0'; 20];
     let mut start = buf.len();
     while v > 0 && start > 0 {
@@ -339,9 +346,7 @@ fn push_digits(out: &mut String, mut v: u64, width: usize) {
         v /= 10;
     }
     let start = start.min(buf.len().saturating_sub(width.max(1)));
-    for &b in buf.get(start..).unwrap_or(&[]) {
-        out.push(char::from(b));
-    }
+    out.extend_from_slice(buf.get(start..).unwrap_or(&[]));
 }
 
 impl std::fmt::Display for Decimal {
@@ -467,17 +472,27 @@ impl Command {
 
     /// Appends the canonical text form (without line ending).
     pub fn write_canonical(&self, out: &mut String) {
-        out.push(char::from(self.letter));
+        let mut bytes = Vec::with_capacity(64);
+        self.write_canonical_bytes(&mut bytes);
+        out.push_str(std::str::from_utf8(&bytes).unwrap_or_default());
+    }
+
+    /// [`Self::write_canonical`] into bytes (ASCII).
+    pub fn write_canonical_bytes(&self, out: &mut Vec<u8>) {
+        out.push(self.letter);
         push_digits(out, u64::from(self.code), 1);
         let mut sorted = self.params;
         let n = usize::from(self.len);
         if let Some(used) = sorted.get_mut(..n) {
-            used.sort_unstable_by_key(|p| canonical_rank(p.letter));
+            // Slicers mostly write X Y Z E F already: sort only when needed.
+            if !used.is_sorted_by_key(|p| canonical_rank(p.letter)) {
+                used.sort_unstable_by_key(|p| canonical_rank(p.letter));
+            }
             for p in used.iter() {
-                out.push(' ');
-                out.push(char::from(p.letter));
+                out.push(b' ');
+                out.push(p.letter);
                 if let Some(v) = p.value() {
-                    v.write_canonical(out);
+                    v.write_canonical_bytes(out);
                 }
             }
         }

@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 
 use super::{Evidence, Policy, Reason, ReasonCode};
 use crate::gcode::{
-    Analysis, Command, GcodeError, Machine, MassModel, Parser, ProgramCommand, Step,
+    Analysis, Command, GcodeError, Machine, MassModel, Parser, ProgramCommands, Step,
     analyse::{Heater, Move},
 };
 use crate::prescription::Prescription;
@@ -71,12 +71,12 @@ pub struct VerifiedProgram {
     policy_id: String,
     policy_version: u32,
     analysis: Analysis,
-    commands: Vec<ProgramCommand>,
+    commands: ProgramCommands,
 }
 
 impl VerifiedProgram {
     /// The commands to send, in canonical form, with their source lines and expected positions.
-    pub fn commands(&self) -> &[ProgramCommand] {
+    pub fn commands(&self) -> &ProgramCommands {
         &self.commands
     }
     /// The virtual print.
@@ -93,6 +93,36 @@ impl VerifiedProgram {
     }
 }
 
+/// Program bytes and the SHA-256 of exactly these bytes, computed once when they were taken.
+///
+/// The fields are private and the bytes cannot be changed afterwards, so whoever holds one knows
+/// that [`HashedProgram::sha256`] is the hash of [`HashedProgram::bytes`]. A job's stage 1 makes
+/// one and compares the hash with the signed prescription; stage 2 checks the same bytes through
+/// [`verify_hashed_program`] without hashing them again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HashedProgram {
+    bytes: Vec<u8>,
+    sha256: [u8; 32],
+}
+
+impl HashedProgram {
+    /// Takes the bytes and hashes them.
+    pub fn new(bytes: Vec<u8>) -> Self {
+        let sha256 = Sha256::digest(&bytes).into();
+        Self { bytes, sha256 }
+    }
+
+    /// The program bytes.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// SHA-256 of [`Self::bytes`].
+    pub fn sha256(&self) -> &[u8; 32] {
+        &self.sha256
+    }
+}
+
 /// Checks a whole program held in memory; see [`ProgramChecker`] for chunks.
 pub fn check(policy: &Policy, rx: &Prescription, gcode: &[u8]) -> ProgramReport {
     let mut c = ProgramChecker::new(policy, rx);
@@ -100,25 +130,39 @@ pub fn check(policy: &Policy, rx: &Prescription, gcode: &[u8]) -> ProgramReport 
     c.finish().0
 }
 
-/// Checks a program and returns the proof only if nothing was found.
+/// Checks a program and returns the proof only if nothing was found. The program is hashed as it
+/// is checked, in the same pass.
 pub fn verify_program(
     policy: &Policy,
     rx: &Prescription,
     gcode: &[u8],
 ) -> Result<VerifiedProgram, Rejected> {
-    let mut c = ProgramChecker::new(policy, rx).keep_commands();
+    verify_with(ProgramChecker::new(policy, rx), policy, gcode)
+}
+
+/// [`verify_program`] for bytes whose hash is already known: the proof carries that hash, and
+/// the bytes are not hashed a second time.
+pub fn verify_hashed_program(
+    policy: &Policy,
+    rx: &Prescription,
+    program: &HashedProgram,
+) -> Result<VerifiedProgram, Rejected> {
+    let checker = ProgramChecker::with_digest(policy, rx, Digesting::Known(program.sha256));
+    verify_with(checker, policy, program.bytes())
+}
+
+fn verify_with(
+    checker: ProgramChecker<'_>,
+    policy: &Policy,
+    gcode: &[u8],
+) -> Result<VerifiedProgram, Rejected> {
+    let mut c = checker.keep_commands();
     c.feed(gcode);
-    let (report, commands) = c.finish();
+    let (report, commands, sha256) = c.finish_with_digest();
     if !report.accepted() {
         return Err(Rejected {
             report: Box::new(report),
         });
-    }
-    let mut sha256 = [0u8; 32];
-    if let Ok(bytes) = hex::decode(&report.sha256) {
-        for (d, s) in sha256.iter_mut().zip(bytes) {
-            *d = s;
-        }
     }
     Ok(VerifiedProgram {
         sha256,
@@ -127,6 +171,42 @@ pub fn verify_program(
         analysis: report.analysis,
         commands: commands.unwrap_or_default(),
     })
+}
+
+/// Where the program's SHA-256 comes from.
+#[derive(Debug, Clone)]
+enum Digesting {
+    /// Hashed as it is fed.
+    Hashing(Sha256),
+    /// Known from a [`HashedProgram`] (the bytes fed are its bytes).
+    Known([u8; 32]),
+    /// Hashed by the caller ([`CallerHashedChecker`]), given at the end.
+    ByCaller,
+}
+
+/// A [`ProgramChecker`] that leaves hashing to its caller, who hashes the same chunks as it
+/// reads them (`dosegate check-gcode` does so on its reader thread, beside the check) and
+/// passes the digest to [`CallerHashedChecker::finish`] for the report. It makes a report, never
+/// a [`VerifiedProgram`]: the proof is made only by [`verify_program`], which hashes, and by
+/// [`verify_hashed_program`], which takes a [`HashedProgram`].
+#[derive(Debug)]
+pub struct CallerHashedChecker<'p>(ProgramChecker<'p>);
+
+impl<'p> CallerHashedChecker<'p> {
+    /// A check of one program against `policy` and `rx`.
+    pub fn new(policy: &'p Policy, rx: &Prescription) -> Self {
+        Self(ProgramChecker::with_digest(policy, rx, Digesting::ByCaller))
+    }
+
+    /// Feeds the next chunk of the program.
+    pub fn feed(&mut self, chunk: &[u8]) {
+        self.0.feed(chunk);
+    }
+
+    /// Ends the program; `sha256` is the caller's digest of every chunk fed, in order.
+    pub fn finish(self, sha256: [u8; 32]) -> ProgramReport {
+        self.0.finish_with_digest_from(Some(sha256)).0
+    }
 }
 
 /// Modal facts the policy needs beyond the machine state.
@@ -152,17 +232,21 @@ pub struct ProgramChecker<'p> {
     units: u32,
     parser: Parser,
     machine: Machine,
-    hasher: Sha256,
+    digest: Digesting,
     seen: Seen,
     reasons: Vec<Reason>,
     omitted: u64,
     too_large: bool,
-    commands: Option<Vec<ProgramCommand>>,
+    commands: Option<ProgramCommands>,
 }
 
 impl<'p> ProgramChecker<'p> {
     /// A check of one program against `policy` and `rx`.
     pub fn new(policy: &'p Policy, rx: &Prescription) -> Self {
+        Self::with_digest(policy, rx, Digesting::Hashing(Sha256::new()))
+    }
+
+    fn with_digest(policy: &'p Policy, rx: &Prescription, digest: Digesting) -> Self {
         let f = &rx.formulation;
         let mass = MassModel {
             area_mm2: policy.area_mm2(),
@@ -176,7 +260,7 @@ impl<'p> ProgramChecker<'p> {
             units: rx.units,
             parser: Parser::new(),
             machine: Machine::new(mass, policy.bed().home_mm),
-            hasher: Sha256::new(),
+            digest,
             seen: Seen::default(),
             reasons: Vec::new(),
             omitted: 0,
@@ -207,7 +291,7 @@ impl<'p> ProgramChecker<'p> {
     /// Also keep the canonical commands (for [`verify_program`]).
     #[must_use]
     pub fn keep_commands(mut self) -> Self {
-        self.commands = Some(Vec::new());
+        self.commands = Some(ProgramCommands::default());
         self
     }
 
@@ -235,14 +319,28 @@ impl<'p> ProgramChecker<'p> {
             );
             return;
         }
-        self.hasher.update(chunk);
+        if let Digesting::Hashing(h) = &mut self.digest {
+            h.update(chunk);
+        }
         let mut parser = std::mem::take(&mut self.parser);
         parser.feed(chunk, |line, r| self.on_line(line, r));
         self.parser = parser;
     }
 
     /// Ends the program and returns the report (and the commands, if kept).
-    pub fn finish(mut self) -> (ProgramReport, Option<Vec<ProgramCommand>>) {
+    pub fn finish(self) -> (ProgramReport, Option<ProgramCommands>) {
+        let (report, commands, _) = self.finish_with_digest();
+        (report, commands)
+    }
+
+    fn finish_with_digest(self) -> (ProgramReport, Option<ProgramCommands>, [u8; 32]) {
+        self.finish_with_digest_from(None)
+    }
+
+    fn finish_with_digest_from(
+        mut self,
+        caller: Option<[u8; 32]>,
+    ) -> (ProgramReport, Option<ProgramCommands>, [u8; 32]) {
         let mut parser = std::mem::take(&mut self.parser);
         if !self.too_large {
             parser.finish(|line, r| self.on_line(line, r));
@@ -254,13 +352,19 @@ impl<'p> ProgramChecker<'p> {
         analysis.bytes = bytes;
         analysis.lines = lines;
         self.dose_and_layer_checks(&analysis);
+        let sha256: [u8; 32] = match self.digest {
+            Digesting::Hashing(h) => h.finalize().into(),
+            Digesting::Known(d) => d,
+            // Only `CallerHashedChecker` makes this one, and its `finish` passes the digest.
+            Digesting::ByCaller => caller.unwrap_or_default(),
+        };
         let report = ProgramReport {
-            sha256: hex::encode(self.hasher.finalize()),
+            sha256: hex::encode(sha256),
             analysis,
             reasons: self.reasons,
             reasons_omitted: self.omitted,
         };
-        (report, self.commands)
+        (report, self.commands, sha256)
     }
 
     fn on_line(&mut self, line: u32, parsed: Result<&Command, GcodeError>) {
@@ -326,11 +430,7 @@ impl<'p> ProgramChecker<'p> {
         let step = self.machine.apply(cmd);
         self.check_step(line, cmd, &step);
         if let Some(list) = &mut self.commands {
-            list.push(ProgramCommand {
-                source_line: line,
-                text: cmd.canonical(),
-                after: self.machine.position(),
-            });
+            list.push(line, cmd, self.machine.position());
         }
     }
 

@@ -17,8 +17,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 pub use check::{
-    HOMING_CLEARANCE_MM, MAX_REASONS, ProgramChecker, ProgramReport, Rejected, VerifiedProgram,
-    check, verify_program,
+    CallerHashedChecker, HOMING_CLEARANCE_MM, HashedProgram, MAX_REASONS, ProgramChecker,
+    ProgramReport, Rejected, VerifiedProgram, check, verify_hashed_program, verify_program,
 };
 pub use reason::{Evidence, Reason, ReasonCode};
 

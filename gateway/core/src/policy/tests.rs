@@ -215,6 +215,53 @@ fn verified_program_carries_canonical_commands_positions_and_digest() {
 }
 
 #[test]
+fn hashed_program_proof_equals_the_one_pass_proof() {
+    let hashed = HashedProgram::new(BASE.as_bytes().to_vec());
+    let digest: [u8; 32] = sha2::Sha256::digest(BASE.as_bytes()).into();
+    assert_eq!(hashed.sha256(), &digest);
+    assert_eq!(hashed.bytes(), BASE.as_bytes());
+    let one_pass = verify_program(&fdm(), &rx(), BASE.as_bytes()).unwrap();
+    let prehashed = verify_hashed_program(&fdm(), &rx(), &hashed).unwrap();
+    assert_eq!(prehashed, one_pass);
+    // Every command's text is its own range of the shared buffer, in order, from both ends.
+    let texts: Vec<&str> = one_pass.commands().iter().map(|c| c.text).collect();
+    let mut backwards: Vec<&str> = one_pass.commands().iter().rev().map(|c| c.text).collect();
+    backwards.reverse();
+    assert_eq!(texts, backwards);
+    assert_eq!(texts.len(), one_pass.commands().len());
+    assert_eq!(
+        one_pass.commands().last().map(|c| c.text),
+        texts.last().copied()
+    );
+    assert_eq!(one_pass.commands().get(0).map(|c| c.text), Some("G21"));
+    for (c, text) in one_pass.commands().iter().zip(&texts) {
+        let again = crate::gcode::parse::parse_line(text.as_bytes(), 1)
+            .unwrap()
+            .unwrap();
+        assert_eq!(again.canonical(), c.text);
+    }
+    // A rejected program is rejected the same way, with the hash the proof would carry.
+    let bad = format!("{BASE}M104 S400\n");
+    let hashed_bad = HashedProgram::new(bad.clone().into_bytes());
+    assert_eq!(
+        verify_hashed_program(&fdm(), &rx(), &hashed_bad).unwrap_err(),
+        verify_program(&fdm(), &rx(), bad.as_bytes()).unwrap_err()
+    );
+}
+
+#[test]
+fn caller_hashed_check_equals_the_hashing_check() {
+    let policy = fdm();
+    let whole = check(&fdm(), &rx(), BASE.as_bytes());
+    let mut c = CallerHashedChecker::new(&policy, &rx());
+    for chunk in BASE.as_bytes().chunks(5) {
+        c.feed(chunk);
+    }
+    let digest: [u8; 32] = sha2::Sha256::digest(BASE.as_bytes()).into();
+    assert_eq!(c.finish(digest), whole);
+}
+
+#[test]
 fn chunked_check_equals_whole_check() {
     let p = fdm();
     let rx = rx();

@@ -44,7 +44,7 @@ impl StreamProgram {
             .map(|c| {
                 Ok(StreamCommand {
                     source_line: c.source_line,
-                    command: CanonicalCommand::new(&c.text)?,
+                    command: CanonicalCommand::new(c.text)?,
                     after: Some(Position {
                         x: c.after.x,
                         y: c.after.y,

@@ -1,21 +1,29 @@
 //! `dosegate check-gcode`: check a G-code file against a policy and a prescription, offline.
 //!
 //! It owns the file handling and the report's presentation: it streams the program in fixed
-//! chunks through [`dosegate_core::policy::ProgramChecker`] (constant memory, whatever the file
-//! size) and prints the verdict, every reason and the analysis. It decides nothing itself, and it
-//! does not check signatures (that is `check-job`).
+//! chunks through [`dosegate_core::policy::CallerHashedChecker`] (constant memory, whatever the
+//! file size) and prints the verdict, every reason and the analysis. It decides nothing itself,
+//! and it does not check signatures (that is `check-job`).
+//!
+//! Two threads: a reader reads the chunks and hashes them (SHA-256) while the calling thread
+//! parses and checks the previous ones; at most [`DEPTH`] chunks are in flight, and their
+//! buffers are recycled. The check itself runs on one thread.
 
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::mpsc;
 
-use dosegate_core::policy::{Policy, ProgramChecker, ProgramReport};
+use dosegate_core::policy::{CallerHashedChecker, Policy, ProgramReport};
 use dosegate_core::prescription::Prescription;
 use serde::Serialize;
+use sha2::{Digest as _, Sha256};
 
 /// Chunk size of the streaming read.
 const CHUNK: usize = 256 * 1024;
+/// Chunks read ahead of the check (memory: `DEPTH + 1` buffers of [`CHUNK`] bytes).
+const DEPTH: usize = 3;
 /// Largest policy or prescription file read.
 const MAX_TOML_BYTES: u64 = 64 * 1024;
 
@@ -105,32 +113,65 @@ fn check(args: &Args) -> Result<(Policy, ProgramReport), Failure> {
                 format!("{}: {e}", args.prescription.display()),
             )
         })?;
-    let mut input: Box<dyn Read> = if args.file.as_os_str() == "-" {
-        Box::new(io::stdin().lock())
+    let input: Box<dyn Read + Send> = if args.file.as_os_str() == "-" {
+        Box::new(io::stdin())
     } else {
         Box::new(
             File::open(&args.file)
                 .map_err(|e| fail("E_READ_GCODE", format!("{}: {e}", args.file.display())))?,
         )
     };
-    let mut checker = ProgramChecker::new(&policy, &rx);
-    let mut buf = vec![0u8; CHUNK];
-    loop {
-        let n = match input.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                return Err(fail(
-                    "E_READ_GCODE",
-                    format!("{}: {e}", args.file.display()),
-                ));
-            }
-        };
-        checker.feed(buf.get(..n).unwrap_or(&[]));
-    }
-    let (report, _) = checker.finish();
+    let report = check_stream(input, CallerHashedChecker::new(&policy, &rx))
+        .map_err(|e| fail("E_READ_GCODE", format!("{}: {e}", args.file.display())))?;
     Ok((policy, report))
+}
+
+/// Reads and hashes `input` on a reader thread while this thread checks the chunks read.
+fn check_stream(
+    mut input: Box<dyn Read + Send>,
+    mut checker: CallerHashedChecker<'_>,
+) -> io::Result<ProgramReport> {
+    let (full_tx, full_rx) = mpsc::sync_channel::<Vec<u8>>(DEPTH);
+    // Holds every buffer at once, so returning one never blocks.
+    let (empty_tx, empty_rx) = mpsc::sync_channel::<Vec<u8>>(DEPTH + 1);
+    for _ in 0..=DEPTH {
+        empty_tx
+            .send(vec![0u8; CHUNK])
+            .map_err(|_| io::Error::other("buffer channel closed"))?;
+    }
+    std::thread::scope(|scope| {
+        let reader = scope.spawn(move || -> io::Result<[u8; 32]> {
+            let mut hasher = Sha256::new();
+            while let Ok(mut buf) = empty_rx.recv() {
+                buf.resize(CHUNK, 0);
+                let n = loop {
+                    match input.read(&mut buf) {
+                        Ok(n) => break n,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(e),
+                    }
+                };
+                if n == 0 {
+                    break;
+                }
+                buf.truncate(n);
+                hasher.update(&buf);
+                if full_tx.send(buf).is_err() {
+                    break;
+                }
+            }
+            Ok(hasher.finalize().into())
+        });
+        for buf in full_rx {
+            checker.feed(&buf);
+            // The reader may have finished already; the buffer is then dropped.
+            let _ = empty_tx.send(buf);
+        }
+        let sha256 = reader
+            .join()
+            .map_err(|_| io::Error::other("the reader thread panicked"))??;
+        Ok(checker.finish(sha256))
+    })
 }
 
 fn print_human(out: &mut impl Write, policy: &Policy, r: &ProgramReport) -> io::Result<()> {

@@ -198,3 +198,26 @@ fn a_deposit_bridging_two_islands_merges_them() {
     assert_eq!(a.units_found, 1);
     assert!(close(a.unit_doses_mg[0], 3.0 * 0.3));
 }
+
+proptest::proptest! {
+    /// The fast path for deposits inside the last island gives exactly what the full search
+    /// gives: the same islands, in the same order, with the same sums to the bit.
+    #[test]
+    fn island_fast_path_equals_the_full_search(
+        deposits in proptest::collection::vec(
+            (0u8..6, -3.0f64..3.0, -3.0f64..3.0, -3.0f64..3.0, -3.0f64..3.0, 0.001f64..1.0),
+            1..200,
+        )
+    ) {
+        let mut fast = Machine::new(MASS, [0.0; 3]);
+        let mut full = Machine::new(MASS, [0.0; 3]);
+        for (cell, fx, fy, tx, ty, mm) in deposits {
+            // Six printlet sites 10 mm apart, deposits scattered around them.
+            let base = f64::from(cell) * 10.0;
+            let (from, to) = ([base + fx, fy], [base + tx, ty]);
+            fast.note_island(from, to, mm);
+            full.note_island_search(from, to, mm);
+            proptest::prop_assert_eq!(&fast.islands, &full.islands);
+        }
+    }
+}
