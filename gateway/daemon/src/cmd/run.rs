@@ -287,19 +287,15 @@ fn tpm_config(config: &Config) -> TpmConfig {
 }
 
 fn tls_signer(config: &Config, tpm: &Arc<Tpm>) -> Result<Arc<dyn Signer + Send + Sync>, RunError> {
-    match config.insecure.as_ref().and_then(|i| i.tls_key.as_ref()) {
-        Some(path) => {
-            warn!(key = %path.display(), "INSECURE: the mTLS client key is a file, not the TPM");
-            let pem = std::fs::read(path)
-                .with_context(|| format!("cannot read {}", path.display()))
-                .map_err(RunError::FleetSetup)?;
-            mqtt::file_signer(&pem).map_err(|e| RunError::FleetSetup(e.into()))
-        }
-        None => {
-            info!(key = %tpm.tls_public().key_id(), "mTLS client key in the TPM");
-            Ok(tpm.tls_signer())
-        }
+    if let Some(path) = config.insecure.as_ref().and_then(|i| i.tls_key.as_ref()) {
+        warn!(key = %path.display(), "INSECURE: the mTLS client key is a file, not the TPM");
+        let pem = std::fs::read(path)
+            .with_context(|| format!("cannot read {}", path.display()))
+            .map_err(RunError::FleetSetup)?;
+        return mqtt::file_signer(&pem).map_err(|e| RunError::FleetSetup(e.into()));
     }
+    info!(key = %tpm.tls_public().key_id(), "mTLS client key in the TPM");
+    Ok(tpm.tls_signer())
 }
 
 /// What the link and the lifecycle tell the rest of the loop.
