@@ -250,6 +250,139 @@ fn sha256(bytes: &[u8]) -> [u8; 32] {
     Sha256::digest(bytes).into()
 }
 
+/// What the store does alike for policy and model bundles: each is verified against the keys in
+/// force, kept per id under `<dir>/<KIND>/<id>.cose`, and replaced only by a newer version.
+trait Bundle: Sized {
+    /// Folder name, `policies` or `models`.
+    const KIND: &'static str;
+    /// Name in messages, `policy` or `model`.
+    const LABEL: &'static str;
+    fn verify(bytes: &[u8], keys: &RoleKeysInForce<'_>) -> Result<Self, MetadataError>;
+    fn id(&self) -> &str;
+    fn version(&self) -> u32;
+    fn sha256(&self) -> &[u8; 32];
+}
+
+impl Bundle for VerifiedPolicyBundle {
+    const KIND: &'static str = "policies";
+    const LABEL: &'static str = "policy";
+    fn verify(bytes: &[u8], keys: &RoleKeysInForce<'_>) -> Result<Self, MetadataError> {
+        verify_policy_bundle(bytes, keys)
+    }
+    fn id(&self) -> &str {
+        VerifiedPolicyBundle::id(self)
+    }
+    fn version(&self) -> u32 {
+        VerifiedPolicyBundle::version(self)
+    }
+    fn sha256(&self) -> &[u8; 32] {
+        VerifiedPolicyBundle::sha256(self)
+    }
+}
+
+impl Bundle for VerifiedModelBundle {
+    const KIND: &'static str = "models";
+    const LABEL: &'static str = "model";
+    fn verify(bytes: &[u8], keys: &RoleKeysInForce<'_>) -> Result<Self, MetadataError> {
+        verify_model_bundle(bytes, keys)
+    }
+    fn id(&self) -> &str {
+        VerifiedModelBundle::id(self)
+    }
+    fn version(&self) -> u32 {
+        VerifiedModelBundle::version(self)
+    }
+    fn sha256(&self) -> &[u8; 32] {
+        VerifiedModelBundle::sha256(self)
+    }
+}
+
+/// The hub keys a revocation list revokes (none without a list).
+fn revoked_keys(revocation: Option<&Held<VerifiedRevocation>>) -> &BTreeSet<KeyId> {
+    static NONE: BTreeSet<KeyId> = BTreeSet::new();
+    revocation.map_or(&NONE, |r| &r.proof.list().keys)
+}
+
+/// Where a bundle of `kind` with `id` is stored. Ids are `[A-Za-z0-9._-]{1,64}` (checked by the
+/// verifier), so safe as file names; the extension keeps `.`-ids from looking like another
+/// extension.
+fn item_path(dir: &Path, kind: &str, id: &str) -> PathBuf {
+    dir.join(kind).join(format!("{id}.cose"))
+}
+
+/// Loads the stored bundles of one kind, dropping (with a warning) those that no longer verify.
+fn load_bundles<B: Bundle>(
+    dir: &Path,
+    keys: &RoleKeysInForce<'_>,
+) -> Result<BTreeMap<String, Held<B>>, UpdateError> {
+    let mut held = BTreeMap::new();
+    for path in files(&dir.join(B::KIND), "cose")? {
+        let bytes = read_bounded(&path)?;
+        match B::verify(&bytes, keys) {
+            Ok(proof) => {
+                held.insert(proof.id().to_owned(), Held { proof, bytes });
+            }
+            Err(e) => {
+                tracing::warn!(kind = B::LABEL, path = %path.display(), error = %e, "stored bundle dropped");
+            }
+        }
+    }
+    Ok(held)
+}
+
+/// Puts `proof` in force when it is newer than the bundle held for its id: written durably
+/// first, then held. `false` when it is the one in force (a retained message seen again).
+fn hold_newer<B: Bundle>(
+    dir: &Path,
+    held: &mut BTreeMap<String, Held<B>>,
+    proof: B,
+    bytes: &[u8],
+) -> Result<bool, UpdateError> {
+    let current = held
+        .get(proof.id())
+        .map(|h| (u64::from(h.proof.version()), *h.proof.sha256()));
+    let what = format!("{} {}", B::LABEL, proof.id());
+    if check(
+        &what,
+        current,
+        (u64::from(proof.version()), *proof.sha256()),
+    )? != Freshness::Newer
+    {
+        return Ok(false);
+    }
+    write_atomic(&item_path(dir, B::KIND, proof.id()), bytes)?;
+    held.insert(
+        proof.id().to_owned(),
+        Held {
+            proof,
+            bytes: bytes.to_vec(),
+        },
+    );
+    Ok(true)
+}
+
+/// After the keys changed: drops (from memory and disk) the bundles of one kind no longer signed
+/// by a valid threshold, and names them.
+fn drop_unverified<B: Bundle>(
+    dir: &Path,
+    held: &mut BTreeMap<String, Held<B>>,
+    keys: &RoleKeysInForce<'_>,
+) -> Result<Vec<String>, UpdateError> {
+    let bad: Vec<String> = held
+        .iter()
+        .filter(|(_, h)| B::verify(&h.bytes, keys).is_err())
+        .map(|(id, _)| id.clone())
+        .collect();
+    let mut dropped = Vec::new();
+    for id in bad {
+        remove_durably(&item_path(dir, B::KIND, &id))?;
+        held.remove(&id);
+        tracing::warn!(kind = B::LABEL, id = %id, "bundle dropped: its signers no longer hold the role");
+        dropped.push(format!("{} {id}", B::LABEL));
+    }
+    Ok(dropped)
+}
+
 impl FleetState {
     /// Opens (creating) the store under `dir` with `pinned` (the root pinned at provisioning) and
     /// re-verifies what it holds: roots in version order from the pinned one, then the revocation
@@ -301,40 +434,13 @@ impl FleetState {
                 })?;
             state.revocation = Some(Held { proof, bytes });
         }
-        for path in files(&dir.join("policies"), "cose")? {
-            let bytes = read_bounded(&path)?;
-            match verify_policy_bundle(&bytes, &state.keys_in_force()) {
-                Ok(proof) => {
-                    state
-                        .policies
-                        .insert(proof.id().to_owned(), Held { proof, bytes });
-                }
-                Err(e) => {
-                    tracing::warn!(path = %path.display(), error = %e, "stored policy bundle dropped");
-                }
-            }
-        }
-        for path in files(&dir.join("models"), "cose")? {
-            let bytes = read_bounded(&path)?;
-            match verify_model_bundle(&bytes, &state.keys_in_force()) {
-                Ok(proof) => {
-                    state
-                        .models
-                        .insert(proof.id().to_owned(), Held { proof, bytes });
-                }
-                Err(e) => {
-                    tracing::warn!(path = %path.display(), error = %e, "stored model bundle dropped");
-                }
-            }
-        }
+        state.policies = load_bundles(dir, &state.keys_in_force())?;
+        state.models = load_bundles(dir, &state.keys_in_force())?;
         Ok(state)
     }
 
     fn revoked_keys(&self) -> &BTreeSet<KeyId> {
-        static NONE: BTreeSet<KeyId> = BTreeSet::new();
-        self.revocation
-            .as_ref()
-            .map_or(&NONE, |r| &r.proof.list().keys)
+        revoked_keys(self.revocation.as_ref())
     }
 
     fn keys_in_force(&self) -> RoleKeysInForce<'_> {
@@ -372,63 +478,29 @@ impl FleetState {
             }
             FleetTopic::Policies => {
                 let proof = verify_policy_bundle(bytes, &self.keys_in_force()).map_err(refused)?;
-                let current = self
-                    .policies
-                    .get(proof.id())
-                    .map(|h| (u64::from(h.proof.version()), *h.proof.sha256()));
-                let what = format!("policy {}", proof.id());
-                match check(
-                    &what,
-                    current,
-                    (u64::from(proof.version()), *proof.sha256()),
-                )? {
-                    Freshness::Newer => {}
-                    _ => return Ok(Applied::Unchanged { topic }),
-                }
-                write_atomic(&self.item_path("policies", proof.id()), bytes)?;
                 let applied = Applied::Policy {
                     id: proof.id().to_owned(),
                     version: proof.version(),
                     sha256: *proof.sha256(),
                 };
-                self.policies.insert(
-                    proof.id().to_owned(),
-                    Held {
-                        proof,
-                        bytes: bytes.to_vec(),
-                    },
-                );
-                Ok(applied)
+                if hold_newer(&self.dir, &mut self.policies, proof, bytes)? {
+                    Ok(applied)
+                } else {
+                    Ok(Applied::Unchanged { topic })
+                }
             }
             FleetTopic::Models => {
                 let proof = verify_model_bundle(bytes, &self.keys_in_force()).map_err(refused)?;
-                let current = self
-                    .models
-                    .get(proof.id())
-                    .map(|h| (u64::from(h.proof.version()), *h.proof.sha256()));
-                let what = format!("model {}", proof.id());
-                match check(
-                    &what,
-                    current,
-                    (u64::from(proof.version()), *proof.sha256()),
-                )? {
-                    Freshness::Newer => {}
-                    _ => return Ok(Applied::Unchanged { topic }),
-                }
-                write_atomic(&self.item_path("models", proof.id()), bytes)?;
                 let applied = Applied::Model {
                     id: proof.id().to_owned(),
                     version: proof.version(),
                     sha256: *proof.sha256(),
                 };
-                self.models.insert(
-                    proof.id().to_owned(),
-                    Held {
-                        proof,
-                        bytes: bytes.to_vec(),
-                    },
-                );
-                Ok(applied)
+                if hold_newer(&self.dir, &mut self.models, proof, bytes)? {
+                    Ok(applied)
+                } else {
+                    Ok(Applied::Unchanged { topic })
+                }
             }
             FleetTopic::Revocation => self.apply_revocation(bytes, now_s),
         }
@@ -466,41 +538,16 @@ impl FleetState {
         })
     }
 
-    fn item_path(&self, kind: &str, id: &str) -> PathBuf {
-        // Ids are `[A-Za-z0-9._-]{1,64}` (checked by the verifier), so safe as file names; the
-        // extension keeps `.`-ids from looking like another extension.
-        self.dir.join(kind).join(format!("{id}.cose"))
-    }
-
     /// After the keys changed: verifies every bundle in force again from its bytes and drops
     /// (from memory and disk) those no longer signed by a valid threshold.
     fn reverify_bundles(&mut self) -> Result<Vec<String>, UpdateError> {
-        let mut dropped = Vec::new();
-        let keys = self.keys_in_force();
-        let bad_policies: Vec<String> = self
-            .policies
-            .iter()
-            .filter(|(_, h)| verify_policy_bundle(&h.bytes, &keys).is_err())
-            .map(|(id, _)| id.clone())
-            .collect();
-        let bad_models: Vec<String> = self
-            .models
-            .iter()
-            .filter(|(_, h)| verify_model_bundle(&h.bytes, &keys).is_err())
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in bad_policies {
-            remove_durably(&self.item_path("policies", &id))?;
-            self.policies.remove(&id);
-            tracing::warn!(policy = %id, "policy bundle dropped: its signers no longer hold the role");
-            dropped.push(format!("policy {id}"));
-        }
-        for id in bad_models {
-            remove_durably(&self.item_path("models", &id))?;
-            self.models.remove(&id);
-            tracing::warn!(model = %id, "model bundle dropped: its signers no longer hold the role");
-            dropped.push(format!("model {id}"));
-        }
+        // Field by field, so the bundle maps can be changed while the keys are borrowed.
+        let keys = RoleKeysInForce {
+            root: &self.root,
+            revoked: revoked_keys(self.revocation.as_ref()),
+        };
+        let mut dropped = drop_unverified(&self.dir, &mut self.policies, &keys)?;
+        dropped.extend(drop_unverified(&self.dir, &mut self.models, &keys)?);
         Ok(dropped)
     }
 
