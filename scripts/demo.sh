@@ -37,7 +37,52 @@ cleanup() {
 trap cleanup EXIT
 say() { printf '\n== %s\n' "$*"; }
 die() { echo "demo: $*" >&2; for f in gateway.log hub.log; do [ -f "$demo/$f" ] && { echo "--- $f (tail)"; tail -n 30 "$demo/$f"; }; done >&2; exit 1; }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# free_ports N: a port P with P..P+N-1 free, below the kernel's ephemeral range (20000-31999), so
+# that no outgoing connection of another program on this machine can take it in the meantime.
+free_ports() {
+    python3 - "$1" <<'PY'
+import random, socket, sys
+n = int(sys.argv[1])
+for _ in range(200):
+    p = random.randrange(20000, 32000 - n)
+    socks = []
+    try:
+        for q in range(p, p + n):
+            s = socket.socket(); socks.append(s); s.bind(("127.0.0.1", q))
+    except OSError:
+        continue
+    finally:
+        for s in socks: s.close()
+    print(p); sys.exit(0)
+sys.exit("no free port")
+PY
+}
+# listening PID PORT: the process is alive and accepts connections on PORT (fails fast if it died).
+listening() {
+    kill -0 "$1" 2>/dev/null || return 2
+    bash -c "exec 3<>/dev/tcp/127.0.0.1/$2" 2>/dev/null
+}
+# start_listener WHAT START_FN PORTS: runs START_FN PORT (which starts one background process and
+# leaves its pid in $started) on fresh ports until it listens; another program may still bind a
+# port between the check and the start, so a start that dies is retried on other ports.
+start_listener() {
+    local what=$1 start=$2 n=$3 port attempt end rc
+    for attempt in 1 2 3 4 5; do
+        port=$(free_ports "$n")
+        "$start" "$port"
+        end=$((SECONDS + 10))
+        while :; do
+            listening "$started" "$port" && { pids+=("$started"); listened=$port; return 0; }
+            rc=$?
+            [ $rc -ne 2 ] && [ $SECONDS -lt $end ] || break
+            sleep 0.1
+        done
+        kill "$started" 2>/dev/null || true
+        wait "$started" 2>/dev/null || true
+        echo "demo: $what did not listen on port $port (attempt $attempt), trying another port" >&2
+    done
+    die "$what did not start (see its log in $demo)"
+}
 # wait_for SECONDS DESCRIPTION COMMAND...: polls COMMAND every 0.2 s.
 wait_for() {
     local t=$1 what=$2; shift 2
@@ -50,13 +95,15 @@ wait_for() {
 [ -f "$data/dyrby2002_nir_cal.csv" ] || die "PAT data not found at $data (set PAT_DATA)"
 
 say "gateway TPM: swtpm; the gateway's enrollment request (TPM-held attestation and mTLS keys)"
-tpm_port=$(free_port)
 mkdir -p "$demo/tpm"
-swtpm socket --tpm2 --server "type=tcp,port=$tpm_port,bindaddr=127.0.0.1" \
-    --ctrl "type=tcp,port=$((tpm_port + 1)),bindaddr=127.0.0.1" \
-    --flags not-need-init,startup-clear --tpmstate "dir=$demo/tpm" >"$demo/swtpm.log" 2>&1 &
-pids+=($!)
-wait_for 10 "swtpm" bash -c "exec 3<>/dev/tcp/127.0.0.1/$tpm_port"
+start_swtpm() {   # the TPM on port $1, its control channel on $1 + 1
+    swtpm socket --tpm2 --server "type=tcp,port=$1,bindaddr=127.0.0.1" \
+        --ctrl "type=tcp,port=$(($1 + 1)),bindaddr=127.0.0.1" \
+        --flags not-need-init,startup-clear --tpmstate "dir=$demo/tpm" >>"$demo/swtpm.log" 2>&1 &
+    started=$!
+}
+start_listener swtpm start_swtpm 2
+tpm_port=$listened
 "$bin/dosegate" tpm enroll-request --tpm "swtpm:host=127.0.0.1,port=$tpm_port" --gateway-id "$gw" \
     --out "$demo/$gw.enroll" >/dev/null
 
@@ -64,14 +111,15 @@ say "hub: trust root (jobs 2-of-2), fleet PKI, the gateway's certificate for its
 "$bin/dosegate-hub" init --dir "$demo/hub" --hub-id hub.demo --jobs-keys 2 --jobs-threshold 2 >/dev/null
 "$bin/dosegate-hub" fleet pki-init --hub "$demo/hub" >/dev/null
 "$bin/dosegate-hub" fleet enroll --hub "$demo/hub" --gateway-id "$gw" --request "$demo/$gw.enroll"
-broker_port=$(free_port)
-"$bin/dosegate-hub" fleet broker-config --hub "$demo/hub" --dir "$demo/broker" --port "$broker_port" \
-    --user "$(id -un)" >/dev/null
-
+start_broker() {
+    "$bin/dosegate-hub" fleet broker-config --hub "$demo/hub" --dir "$demo/broker" --port "$1" \
+        --user "$(id -un)" >/dev/null
+    mosquitto -c "$demo/broker/mosquitto.conf" >>"$demo/broker.log" 2>&1 &
+    started=$!
+}
+start_listener mosquitto start_broker 1
+broker_port=$listened
 say "broker: mosquitto on 127.0.0.1:$broker_port (TLS 1.3, client certificates)"
-mosquitto -c "$demo/broker/mosquitto.conf" >"$demo/broker.log" 2>&1 &
-pids+=($!)
-wait_for 10 "the broker" bash -c "exec 3<>/dev/tcp/127.0.0.1/$broker_port"
 
 say "gateway devices: printer simulator (pty), spectrometer simulator (drop folder)"
 "$bin/dosegate-printer-sim" --link "$demo/printer" --latency-ms 1 --heat-rate 200 --move-time-ms "$move_ms" \

@@ -7,7 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::BTreeMap;
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -29,6 +29,8 @@ use sha2::{Digest as _, Sha256};
 use tokio::sync::{mpsc, oneshot, watch};
 
 #[cfg(feature = "real-swtpm")]
+#[path = "support/ports.rs"]
+mod ports;
 #[path = "support/swtpm.rs"]
 mod swtpm;
 
@@ -58,14 +60,6 @@ fn require_mosquitto(test: &str) -> Option<PathBuf> {
         eprintln!("SKIP {test}: mosquitto not installed (scripts/deps/50-fleet.apt)");
     }
     found
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A throwaway fleet: hub home, PKI, broker configuration, and a running mosquitto.
@@ -107,7 +101,7 @@ impl Fleet {
             pki.issue_gateway(&GatewayId::new(gw).unwrap(), now)
                 .unwrap();
         }
-        let port = free_port();
+        let port = ports::free_ports(1);
         let user = String::from_utf8(Command::new("id").arg("-un").output().unwrap().stdout)
             .unwrap()
             .trim()

@@ -20,6 +20,8 @@ use dosegate_core::ledger::verify::verify_records;
 use dosegate_core::ledger::{Event, EventKind, Fault, LedgerTrust, Quoter as _};
 use sha2::{Digest as _, Sha256};
 
+#[path = "support/ports.rs"]
+mod ports;
 #[path = "support/swtpm.rs"]
 mod swtpm;
 use swtpm::{PCR, Swtpm};

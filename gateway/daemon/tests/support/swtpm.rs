@@ -4,7 +4,7 @@
 //! says it skipped. Shared by the swtpm and broker test binaries (`#[path]` module).
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -19,17 +19,6 @@ pub(crate) struct Swtpm {
     child: Child,
     pub(crate) port: u16,
     pub(crate) state: tempfile::TempDir,
-}
-
-fn free_port_pair() -> u16 {
-    for _ in 0..100 {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = l.local_addr().unwrap().port();
-        if port < u16::MAX && TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free port pair for swtpm");
 }
 
 fn swtpm_available() -> bool {
@@ -55,13 +44,21 @@ impl Swtpm {
             return None;
         }
         let state = tempfile::tempdir().unwrap();
-        let port = free_port_pair();
-        let child = Self::spawn(state.path(), port);
-        Some(Self { child, port, state })
+        // Another program may bind one of the two ports between the check and swtpm's own bind:
+        // then swtpm exits, and it is started again on other ports.
+        for _ in 0..5 {
+            let port = super::ports::free_ports(2);
+            if let Some(child) = Self::spawn(state.path(), port) {
+                return Some(Self { child, port, state });
+            }
+        }
+        panic!("swtpm did not start on any of five port pairs");
     }
 
-    fn spawn(state: &Path, port: u16) -> Child {
-        let child = Command::new("swtpm")
+    /// Starts swtpm on `port` (and its control channel on `port + 1`); `None` if it exited
+    /// without listening.
+    fn spawn(state: &Path, port: u16) -> Option<Child> {
+        let mut child = Command::new("swtpm")
             .args(["socket", "--tpm2"])
             .arg("--server")
             .arg(format!("type=tcp,port={port},bindaddr=127.0.0.1"))
@@ -76,17 +73,21 @@ impl Swtpm {
             .expect("start swtpm");
         let deadline = Instant::now() + Duration::from_secs(10);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if child.try_wait().unwrap().is_some() {
+                return None;
+            }
             assert!(Instant::now() < deadline, "swtpm did not listen on {port}");
             std::thread::sleep(Duration::from_millis(20));
         }
-        child
+        Some(child)
     }
 
     /// Stops swtpm and starts it again on the same state (a power cycle).
     pub(crate) fn restart(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        self.child = Self::spawn(self.state.path(), self.port);
+        self.child = Self::spawn(self.state.path(), self.port)
+            .unwrap_or_else(|| panic!("swtpm did not start again on port {}", self.port));
     }
 
     pub(crate) fn tcti(&self) -> String {
