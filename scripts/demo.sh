@@ -23,8 +23,11 @@ rx=provisioning/examples/prescription-demo.toml
 timeout_s=${DEMO_TIMEOUT_S:-180}
 # DEMO_KILL_MID_JOB=1: SIGKILL the gateway while it prints and restart it (the crash test uses it).
 # DEMO_ABORT_MID_JOB=1: the hub aborts the job while it prints.
+# DEMO_REVOKE=1: at the end, the hub revokes a job id and the gateway refuses that job; then the
+# revocation list expires and the gateway refuses new jobs until a current one arrives.
 kill_mid_job=${DEMO_KILL_MID_JOB:-}
 abort_mid_job=${DEMO_ABORT_MID_JOB:-}
+revoke=${DEMO_REVOKE:-}
 move_ms=0
 [ -z "$kill_mid_job$abort_mid_job" ] || move_ms=5
 
@@ -241,6 +244,34 @@ PY
 wait_for 60 "both refusals" bash -c "[ \$(grep -c '\"job done\"' '$demo/gateway.log') -ge 3 ]"
 last_seq=$(job_done | python3 -c 'import json,sys; print(json.load(sys.stdin)["fields"]["seq"])')
 wait_for 60 "the hub's receipt for ledger record $last_seq" receipted "$last_seq"
+
+if [ -n "$revoke" ]; then
+    applied() { grep -c '"fleet metadata applied"' "$demo/gateway.log" || true; }
+    done_jobs() { grep -c '"job done"' "$demo/gateway.log" || true; }
+    sign_and_publish() {   # sign_and_publish OUT [--job-id ID]
+        local out=$1; shift
+        "$bin/dosegate-hub" sign-job --hub "$demo/hub" --gcode "$gcode" --prescription "$rx" \
+            --policy "$policy" --gateway-id "$gw" --out "$out" --compress "$@" >/dev/null
+        "$bin/dosegate-hub" fleet publish-job --hub "$demo/hub" --broker "localhost:$broker_port" \
+            --gateway-id "$gw" --job "$out" >/dev/null
+    }
+    say "hub: revoke job $gw-revoked-1 (a list valid for 6 s), then publish that job"
+    before=$(applied)
+    "$bin/dosegate-hub" fleet revoke --hub "$demo/hub" --broker "localhost:$broker_port" \
+        --job "$gw-revoked-1" --lifetime 6s
+    wait_for 30 "the revocation list at the gateway" bash -c "[ \$(grep -c '\"fleet metadata applied\"' '$demo/gateway.log') -gt $before ]"
+    expires_at=$((SECONDS + 6))
+    n=$(done_jobs)
+    sign_and_publish "$demo/revoked.cose" --job-id "$gw-revoked-1"
+    wait_for 60 "the revoked job's refusal" bash -c "[ \$(grep -c '\"job done\"' '$demo/gateway.log') -gt $n ]"
+    say "the revocation list expires; a new job is refused until a current list arrives"
+    while [ $SECONDS -le $expires_at ]; do sleep 0.5; done
+    n=$(done_jobs)
+    sign_and_publish "$demo/after-expiry.cose"
+    wait_for 60 "the refusal under an expired list" bash -c "[ \$(grep -c '\"job done\"' '$demo/gateway.log') -gt $n ]"
+    last_seq=$(job_done | python3 -c 'import json,sys; print(json.load(sys.stdin)["fields"]["seq"])')
+    wait_for 60 "the hub's receipt for ledger record $last_seq" receipted "$last_seq"
+fi
 
 say "stopping the gateway (SIGTERM) and the hub"
 kill -TERM "$gateway_pid"

@@ -25,6 +25,7 @@ use sha2::{Digest, Sha256};
 
 use crate::cbor::{self, CborError};
 use crate::envelope::{self, ContentType, EnvelopeError, KeyId};
+use crate::fleet::metadata::RoleKeysInForce;
 use crate::policy::{self, HashedProgram, Policy, PolicyError, Rejected, VerifiedProgram};
 use crate::prescription::{self, Formulation, PolicyRef, Prescription, PrescriptionError};
 use crate::trust::{Role, TrustError, TrustedRoot};
@@ -399,16 +400,36 @@ fn check_fields(job: &Job) -> Result<(), JobError> {
 /// The order of checks is fixed so each attack gets its own, most specific reason: envelope and
 /// signatures first (nothing unsigned is even parsed further), then the payload, the gateway, the
 /// validity window, replay, and finally the G-code hash.
+///
+/// Only the trust root's keys count; a gateway that holds a revocation list uses
+/// [`authenticate_in_force`].
 pub fn authenticate(
     bytes: &[u8],
     root: &TrustedRoot,
     ctx: &GatewayContext<'_>,
     history: &dyn JobHistory,
 ) -> Result<AuthenticJob, JobError> {
+    authenticate_in_force(
+        bytes,
+        RoleKeysInForce::without_revocations(root),
+        ctx,
+        history,
+    )
+}
+
+/// [`authenticate`] with the keys in force: a `jobs` key the hub's revocation list revokes no
+/// longer counts towards the threshold (a job it alone signed is refused as `JOB_UNKNOWN_KEY`).
+pub fn authenticate_in_force(
+    bytes: &[u8],
+    keys: RoleKeysInForce<'_>,
+    ctx: &GatewayContext<'_>,
+    history: &dyn JobHistory,
+) -> Result<AuthenticJob, JobError> {
     let limits = ctx.limits;
+    let root = keys.root;
     root.check_current(ctx.now)?;
     let envelope = envelope::decode(bytes, ContentType::Job, limits.max_envelope_bytes)?;
-    let keys = root.role_keys(Role::Jobs);
+    let keys = keys.keys(Role::Jobs);
     let verified = envelope.verify(&root.role(&keys, Role::Jobs))?;
     let signers = verified.signers().iter().copied().collect();
     let mut job: Job = cbor::from_slice(verified.payload(), limits.max_envelope_bytes)?;

@@ -297,6 +297,31 @@ impl Bundle for VerifiedModelBundle {
     }
 }
 
+/// The trust root and the revoked hub keys at one moment (see [`FleetState::trust_in_force`]).
+#[derive(Debug, Clone)]
+pub struct TrustInForce {
+    root: TrustedRoot,
+    revoked: BTreeSet<KeyId>,
+}
+
+impl TrustInForce {
+    /// The pinned root alone, before any fleet metadata is applied.
+    pub fn pinned(root: TrustedRoot) -> Self {
+        Self {
+            root,
+            revoked: BTreeSet::new(),
+        }
+    }
+
+    /// The keys to verify with.
+    pub fn keys(&self) -> RoleKeysInForce<'_> {
+        RoleKeysInForce {
+            root: &self.root,
+            revoked: &self.revoked,
+        }
+    }
+}
+
 /// The hub keys a revocation list revokes (none without a list).
 fn revoked_keys(revocation: Option<&Held<VerifiedRevocation>>) -> &BTreeSet<KeyId> {
     static NONE: BTreeSet<KeyId> = BTreeSet::new();
@@ -443,10 +468,21 @@ impl FleetState {
         revoked_keys(self.revocation.as_ref())
     }
 
-    fn keys_in_force(&self) -> RoleKeysInForce<'_> {
+    /// The trust root in force with the revoked hub keys removed: jobs and receipts are verified
+    /// against these.
+    pub fn keys_in_force(&self) -> RoleKeysInForce<'_> {
         RoleKeysInForce {
             root: &self.root,
             revoked: self.revoked_keys(),
+        }
+    }
+
+    /// An owned copy of [`Self::keys_in_force`], for the tasks that verify on their own (the
+    /// fleet link's receipts, a running job).
+    pub fn trust_in_force(&self) -> TrustInForce {
+        TrustInForce {
+            root: self.root.clone(),
+            revoked: self.revoked_keys().clone(),
         }
     }
 
@@ -599,8 +635,9 @@ impl FleetState {
         }
     }
 
-    /// Fails when no revocation list is in force or it has expired at `now_s`: the lifecycle
-    /// refuses new jobs then (a frozen feed must not hide a revocation).
+    /// Fails when no revocation list is in force or it has expired at `now_s`. Once a gateway
+    /// holds a list, the lifecycle refuses new jobs while it is expired (a frozen feed must not
+    /// hide a revocation); a gateway whose hub has never published one accepts jobs without.
     pub fn check_revocation_current(&self, now_s: u64) -> Result<(), UpdateError> {
         self.revocation()
             .ok_or(UpdateError::NoRevocationList)?

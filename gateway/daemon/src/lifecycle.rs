@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::time::{Duration, Instant};
 
+use dosegate_core::fleet::metadata::RoleKeysInForce;
 use dosegate_core::inference::ValidatedModel;
 use dosegate_core::job::{
     self, DesignSpaceError, GatewayContext, HeldPolicy, JobError, JobLimits, VerifiedJob,
@@ -24,7 +25,6 @@ use dosegate_core::lifecycle::{
 use dosegate_core::policy::{Policy, Reason};
 use dosegate_core::release::{self, UnitMeasurement};
 use dosegate_core::stream::{AbortReason, CompletionSummary, StreamEvent};
-use dosegate_core::trust::TrustedRoot;
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 use tracing::{info, warn};
@@ -398,7 +398,7 @@ impl<'k> JobRunner<'k> {
     pub async fn run_job(
         &mut self,
         bytes: &[u8],
-        root: &TrustedRoot,
+        keys: RoleKeysInForce<'_>,
         printer: &mut dyn PrintStation,
         measure: &mut dyn MeasureStation,
         clock: &dyn Fn() -> u64,
@@ -410,7 +410,7 @@ impl<'k> JobRunner<'k> {
             now: clock() / 1000,
             limits: self.limits,
         };
-        let authentic = match job::authenticate(bytes, root, &ctx, &self.book) {
+        let authentic = match job::authenticate_in_force(bytes, keys, &ctx, &self.book) {
             Ok(a) => a,
             Err(e) => return self.refuse_intake(bytes, e.code(), &e.to_string(), clock()),
         };

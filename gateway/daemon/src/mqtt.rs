@@ -14,7 +14,7 @@
 //!
 //! What it runs ([`run`]): ledger entries come in on a channel and go into the core's [`Outbox`];
 //! whatever the outbox says to publish goes out on `up/evt`; receipts on `down/ack` are verified
-//! against the pinned trust root and fed back; `resend-from` and `rebirth` are handled here; jobs,
+//! against the trust root and revocation list in force (a watch the lifecycle updates) and fed back; `resend-from` and `rebirth` are handled here; jobs,
 //! attestation nonces, aborts and fleet metadata are passed on as [`Inbound`] to the job lifecycle;
 //! what the lifecycle has to say back (attestation answers) comes in as [`Outbound`] and is
 //! published on the matching `up/` topic.
@@ -24,12 +24,12 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::fleet_state::TrustInForce;
 use dosegate_core::envelope::{self, Signer};
 use dosegate_core::fleet::{
     Birth, Command, Death, FLEET_FORMAT_VERSION, FleetTopic, GatewayId, HubCommand, LedgerHead,
     MAX_JOB_MESSAGE_BYTES, Measurement, Outbox, SoftwareVersion, SpokeTopic, Topic, receipt,
 };
-use dosegate_core::trust::TrustedRoot;
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{LastWill, Packet};
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
@@ -337,7 +337,7 @@ enum FromBroker {
 pub async fn run(
     config: LinkConfig,
     tls: Arc<ClientConfig>,
-    root: TrustedRoot,
+    trust: watch::Receiver<TrustInForce>,
     mut outbox: Outbox,
     mut ledger: mpsc::Receiver<LedgerEntry>,
     inbound: mpsc::Sender<Inbound>,
@@ -471,7 +471,7 @@ pub async fn run(
                 }
                 Some(FromBroker::Message(topic, payload)) => {
                     let rebirth = handle_message(
-                        &config.gateway, &root, &mut outbox, &inbound, &mut st, &topic, payload,
+                        &config.gateway, &trust, &mut outbox, &inbound, &mut st, &topic, payload,
                     )
                     .await;
                     if rebirth {
@@ -515,7 +515,7 @@ async fn publish_birth(
 /// Applies one message from the broker; returns true when the hub asked for a rebirth.
 async fn handle_message(
     gateway: &GatewayId,
-    root: &TrustedRoot,
+    trust: &watch::Receiver<TrustInForce>,
     outbox: &mut Outbox,
     inbound: &mpsc::Sender<Inbound>,
     st: &mut LinkStatus,
@@ -525,7 +525,10 @@ async fn handle_message(
     let mut rebirth = false;
     let forward = match Topic::parse(topic) {
         Ok(Topic::Spoke(gw, SpokeTopic::Ack)) if gw == *gateway => {
-            match receipt::verify(&payload, root, gateway)
+            // Against the keys in force now (a rotated or revoked `jobs` key included); the
+            // borrow ends before anything is awaited.
+            let verified = receipt::verify_in_force(&payload, trust.borrow().keys(), gateway);
+            match verified
                 .map_err(|e| e.to_string())
                 .and_then(|r| outbox.on_receipt(&r).map_err(|e| e.to_string()))
             {

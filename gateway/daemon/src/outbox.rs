@@ -5,9 +5,9 @@
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
+use dosegate_core::fleet::metadata::RoleKeysInForce;
 use dosegate_core::fleet::{GatewayId, Outbox, OutboxConfig, receipt};
-use dosegate_core::trust::TrustedRoot;
 use sha2::{Digest as _, Sha256};
 
 /// Where the last receipt for the ledger in `ledger_dir` is kept.
@@ -26,27 +26,37 @@ pub fn write_receipt(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 /// The first seq not yet receipted, from the kept receipt (0 when none, or when it does not
-/// match the ledger: then everything is sent again and the hub de-duplicates).
+/// verify against the keys in force or does not match the ledger: then everything is sent again
+/// and the hub de-duplicates — re-sending is always safe, starting without a link is not).
 pub fn delivered_up_to(
     path: &Path,
-    root: &TrustedRoot,
+    keys: RoleKeysInForce<'_>,
     gw: &GatewayId,
     records: &[Vec<u8>],
-) -> Result<u64> {
+) -> u64 {
     let Ok(bytes) = std::fs::read(path) else {
-        return Ok(0);
+        return 0;
     };
-    let r = receipt::verify(&bytes, root, gw)
-        .with_context(|| format!("kept receipt {} does not verify", path.display()))?;
+    let r = match receipt::verify_in_force(&bytes, keys, gw) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(
+                error = %e,
+                path = %path.display(),
+                "kept receipt does not verify; re-sending everything"
+            );
+            return 0;
+        }
+    };
     let index = usize::try_from(r.seq()).unwrap_or(usize::MAX);
     match records.get(index) {
-        Some(rec) if <[u8; 32]>::from(Sha256::digest(rec)) == *r.hash() => Ok(r.seq() + 1),
+        Some(rec) if <[u8; 32]>::from(Sha256::digest(rec)) == *r.hash() => r.seq() + 1,
         _ => {
             tracing::warn!(
                 seq = r.seq(),
                 "kept receipt does not match the ledger; re-sending everything"
             );
-            Ok(0)
+            0
         }
     }
 }
@@ -55,13 +65,13 @@ pub fn delivered_up_to(
 /// receipt does not cover.
 pub fn resume(
     ledger_dir: &Path,
-    root: &TrustedRoot,
+    keys: RoleKeysInForce<'_>,
     gw: &GatewayId,
     records: &[Vec<u8>],
     config: OutboxConfig,
     now_ms: u64,
 ) -> Result<Outbox> {
-    let first = delivered_up_to(&receipt_path(ledger_dir), root, gw, records)?;
+    let first = delivered_up_to(&receipt_path(ledger_dir), keys, gw, records);
     let mut outbox = Outbox::new(config, first);
     for (seq, bytes) in (0u64..).zip(records).skip(usize::try_from(first)?) {
         outbox.push(seq, Sha256::digest(bytes).into(), bytes.clone(), now_ms)?;

@@ -13,6 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use dosegate::fleet_state::TrustInForce;
 use dosegate::mqtt::{self, Inbound, LedgerEntry, LinkConfig, LinkStatus, Outbound};
 use dosegate_core::cbor;
 use dosegate_core::envelope::SoftwareKey;
@@ -161,6 +162,11 @@ impl Fleet {
 
     fn root(&self) -> TrustedRoot {
         self.hub.trusted_root(now_s()).unwrap()
+    }
+
+    /// The pinned root as the fleet link takes it.
+    fn trust(&self) -> tokio::sync::watch::Receiver<TrustInForce> {
+        tokio::sync::watch::channel(TrustInForce::pinned(self.root())).1
     }
 
     fn gateway_tls(&self, gw: &str) -> Arc<rustls::ClientConfig> {
@@ -534,7 +540,7 @@ async fn broker_killed_mid_stream_every_event_reaches_the_hub_exactly_once() {
     let link = tokio::spawn(mqtt::run(
         fleet.link_config("gw-a"),
         fleet.gateway_tls("gw-a"),
-        fleet.root(),
+        fleet.trust(),
         outbox,
         ledger_rx,
         inbound_tx,
@@ -751,7 +757,7 @@ async fn jobs_and_commands_from_the_hub_reach_the_gateway_and_forged_receipts_do
     let link = tokio::spawn(mqtt::run(
         fleet.link_config("gw-a"),
         fleet.gateway_tls("gw-a"),
-        fleet.root(),
+        fleet.trust(),
         Outbox::new(OutboxConfig::default(), 0),
         ledger_rx,
         inbound_tx,
@@ -970,7 +976,7 @@ async fn the_hub_challenges_a_gateway_and_verifies_its_tpm_quote_through_the_bro
             ..fleet.link_config("gw-t")
         },
         tpm_tls(&fleet, "gw-t", tpm.tls_signer()),
-        fleet.root(),
+        fleet.trust(),
         Outbox::new(OutboxConfig::default(), 0),
         ledger_rx,
         inbound_tx,
@@ -1085,7 +1091,7 @@ async fn a_policy_published_by_the_hub_reaches_the_gateways_store_and_a_rollback
     let link = tokio::spawn(mqtt::run(
         fleet.link_config("gw-a"),
         fleet.gateway_tls("gw-a"),
-        fleet.root(),
+        fleet.trust(),
         Outbox::new(OutboxConfig::default(), 0),
         ledger_rx,
         inbound_tx,

@@ -210,3 +210,21 @@ fn a_hub_abort_stops_the_print_and_is_recorded() {
     assert_delivered_exactly_once(&c);
     assert_nothing_left_running(&c);
 }
+
+#[test]
+fn a_revoked_job_is_refused_and_an_expired_revocation_list_stops_new_jobs() {
+    if !ready("job_cycle_revoke") {
+        return;
+    }
+    let c = run_demo(Some("DEMO_REVOKE"));
+    assert_eq!(c.reports.len(), 5, "{:?}", c.reports);
+    assert_eq!(c.reports[0]["stage"], "released", "{}", c.reports[0]);
+    let revoked = &c.reports[3];
+    assert_eq!(revoked["stage"], "rejected", "{revoked}");
+    assert_eq!(revoked["codes"][0], "revoked", "{revoked}");
+    let stale = &c.reports[4];
+    assert_eq!(stale["stage"], "rejected", "{stale}");
+    assert_eq!(stale["codes"][0], "revocation-expired", "{stale}");
+    assert_delivered_exactly_once(&c);
+    assert_nothing_left_running(&c);
+}

@@ -236,7 +236,18 @@ pub struct RoleKeysInForce<'a> {
     pub revoked: &'a BTreeSet<KeyId>,
 }
 
-impl RoleKeysInForce<'_> {
+/// The empty revocation list.
+static NO_REVOCATIONS: BTreeSet<KeyId> = BTreeSet::new();
+
+impl<'a> RoleKeysInForce<'a> {
+    /// The trust root's keys as they are, for a holder without a revocation list.
+    pub fn without_revocations(root: &'a TrustedRoot) -> Self {
+        Self {
+            root,
+            revoked: &NO_REVOCATIONS,
+        }
+    }
+
     /// The role's keys, revoked ones removed (the threshold stays the root's).
     pub fn keys(&self, role: Role) -> Vec<PublicKey> {
         self.root

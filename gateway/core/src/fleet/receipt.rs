@@ -11,6 +11,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::metadata::RoleKeysInForce;
 use super::{FLEET_FORMAT_VERSION, GatewayId};
 use crate::cbor::{self, CborError};
 use crate::envelope::{self, ContentType, EnvelopeError, Signer};
@@ -101,8 +102,18 @@ pub fn verify(
     root: &TrustedRoot,
     gateway: &GatewayId,
 ) -> Result<VerifiedReceipt, ReceiptError> {
+    verify_in_force(bytes, RoleKeysInForce::without_revocations(root), gateway)
+}
+
+/// [`verify`] against the keys in force: a revoked `jobs` key's signature does not count.
+pub fn verify_in_force(
+    bytes: &[u8],
+    keys: RoleKeysInForce<'_>,
+    gateway: &GatewayId,
+) -> Result<VerifiedReceipt, ReceiptError> {
     let env = envelope::decode(bytes, ContentType::Receipt, MAX_RECEIPT_BYTES)?;
-    let keys = root.role_keys(Role::Jobs);
+    let root = keys.root;
+    let keys = keys.keys(Role::Jobs);
     let verified = env.verify(&root.role(&keys, Role::Jobs))?;
     let payload: ReceiptPayload = cbor::from_slice(verified.payload(), MAX_RECEIPT_BYTES)?;
     if payload.v != FLEET_FORMAT_VERSION {

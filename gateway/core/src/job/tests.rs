@@ -274,6 +274,35 @@ fn threshold_two_needs_both_jobs_keys() {
 }
 
 #[test]
+fn a_revoked_jobs_key_no_longer_counts() {
+    let h = hub(1);
+    let by_first = sign(&job(), &[&h.jobs[0]]).unwrap();
+    let revoked: std::collections::BTreeSet<KeyId> =
+        std::iter::once(h.jobs[0].public_key().key_id()).collect();
+    let in_force = RoleKeysInForce {
+        root: &h.trusted,
+        revoked: &revoked,
+    };
+    let history = MemoryHistory::default();
+    assert_eq!(
+        code(authenticate_in_force(&by_first, in_force, &ctx(), &history)),
+        "JOB_UNKNOWN_KEY"
+    );
+    // The other key of the role still signs jobs, and the pinned root alone still counts both.
+    let by_second = sign(&job(), &[&h.jobs[1]]).unwrap();
+    assert_eq!(
+        code(authenticate_in_force(
+            &by_second,
+            in_force,
+            &ctx(),
+            &history
+        )),
+        "ACCEPT"
+    );
+    assert_eq!(code(check(&by_first, &h)), "ACCEPT");
+}
+
+#[test]
 fn trust_root_signature_cannot_pass_as_a_job() {
     let h = hub(1);
     let payload = job().to_cbor().unwrap();

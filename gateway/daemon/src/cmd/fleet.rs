@@ -21,6 +21,7 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::cmd::ledger::load_or_create_dev_key;
+use crate::fleet_state::TrustInForce;
 use crate::ledger::{InsecureIdentity, Ledger, LedgerOptions};
 use crate::mqtt::{self, Inbound, LedgerEntry, LinkConfig, LinkStatus};
 use crate::outbox::{self, receipt_path, write_receipt};
@@ -164,7 +165,7 @@ fn exercise(args: &ExerciseArgs) -> Result<ExitCode> {
     let rpath = receipt_path(&args.ledger);
     let outbox = outbox::resume(
         &args.ledger,
-        &root,
+        dosegate_core::fleet::metadata::RoleKeysInForce::without_revocations(&root),
         &gw,
         &existing,
         OutboxConfig {
@@ -212,7 +213,7 @@ fn exercise(args: &ExerciseArgs) -> Result<ExitCode> {
         let link = tokio::spawn(mqtt::run(
             config,
             tls,
-            root.clone(),
+            watch::channel(TrustInForce::pinned(root.clone())).1,
             outbox,
             ledger_rx,
             inbound_tx,

@@ -373,17 +373,19 @@ async fn serve(config: &Config, config_bytes: &[u8]) -> Result<(), RunError> {
         resend_after_ms: fleet.map_or(30, |f| f.resend_after_s) * 1000,
         ..OutboxConfig::default()
     };
+    let mut fleet_state = FleetState::open(&state.join("fleet"), held.root.clone())
+        .map_err(|e| RunError::FleetSetup(e.into()))?;
+    // The kept receipt is checked against the keys in force: after a rotation of the hub's
+    // `jobs` keys, the pinned root alone would no longer recognise it.
     let outbox = outbox::resume(
         &ledger_dir,
-        &held.root,
+        fleet_state.keys_in_force(),
         &gw,
         &records,
         outbox_config,
         now_ms(),
     )
     .map_err(RunError::Ledger)?;
-    let mut fleet_state = FleetState::open(&state.join("fleet"), held.root.clone())
-        .map_err(|e| RunError::FleetSetup(e.into()))?;
     let backlog = Backlog::new(
         &records,
         outbox.receipted().map_or(0, |(s, _)| s + 1),
@@ -421,6 +423,8 @@ async fn serve(config: &Config, config_bytes: &[u8]) -> Result<(), RunError> {
     let (ledger_tx, ledger_rx) = mpsc::channel::<LedgerEntry>(LEDGER_CHANNEL);
     let (inbound_tx, mut inbound_rx) = mpsc::channel::<Inbound>(16);
     let (status_tx, mut status_rx) = watch::channel(LinkStatus::default());
+    // The keys the link verifies receipts with; renewed whenever fleet metadata changes them.
+    let (trust_tx, trust_rx) = watch::channel(fleet_state.trust_in_force());
     let (stop_link_tx, stop_link_rx) = oneshot::channel::<()>();
     let (outbound_tx, outbound_rx) = mpsc::channel::<Outbound>(16);
     let link = match fleet {
@@ -462,7 +466,7 @@ async fn serve(config: &Config, config_bytes: &[u8]) -> Result<(), RunError> {
             Some(tokio::spawn(mqtt::run(
                 link_config,
                 tls,
-                held.root.clone(),
+                trust_rx,
                 outbox,
                 ledger_rx,
                 inbound_tx,
@@ -567,6 +571,7 @@ async fn serve(config: &Config, config_bytes: &[u8]) -> Result<(), RunError> {
             Wake::Metadata(topic, bytes) => {
                 apply_metadata(&mut fleet_state, &mut runner, topic, &bytes)
                     .map_err(|e| RunError::Ledger(e.into()))?;
+                trust_tx.send_replace(fleet_state.trust_in_force());
             }
             Wake::Job(bytes) => {
                 let now = now_ms();
@@ -579,6 +584,11 @@ async fn serve(config: &Config, config_bytes: &[u8]) -> Result<(), RunError> {
                     || claimed
                         .as_deref()
                         .is_some_and(|id| fleet_state.is_revoked(Revocable::Job(id)));
+                // A revocation list the gateway holds but that has expired may hide a newer
+                // revocation (a withheld feed): no new job until a current one arrives.
+                let stale_revocations = fleet_state
+                    .revocation()
+                    .and_then(|_| fleet_state.check_revocation_current(now / 1000).err());
                 let report = if revoked {
                     runner.refuse_intake(
                         &bytes,
@@ -586,6 +596,8 @@ async fn serve(config: &Config, config_bytes: &[u8]) -> Result<(), RunError> {
                         "the hub's revocation list names this gateway or this job",
                         now,
                     )
+                } else if let Some(e) = stale_revocations {
+                    runner.refuse_intake(&bytes, e.code(), &e.to_string(), now)
                 } else if let Err(e) = admitted {
                     runner.refuse_intake(&bytes, "backlog-too-old", &e, now)
                 } else {
@@ -608,9 +620,9 @@ async fn serve(config: &Config, config_bytes: &[u8]) -> Result<(), RunError> {
                     let stop = Box::pin(async move {
                         let _ = aborts.wait_for(Option::is_some).await;
                     });
-                    let root = fleet_state.trust_root().clone();
+                    let keys = fleet_state.keys_in_force();
                     let run =
-                        runner.run_job(&bytes, &root, &mut printer, &mut measure, &now_ms, stop);
+                        runner.run_job(&bytes, keys, &mut printer, &mut measure, &now_ms, stop);
                     tokio::pin!(run);
                     loop {
                         tokio::select! {

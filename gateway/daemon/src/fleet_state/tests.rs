@@ -242,3 +242,47 @@ fn a_file_planted_in_the_state_directory_counts_for_nothing() {
     let state = f.open();
     assert!(state.policies().next().is_none());
 }
+
+#[test]
+fn a_revoked_jobs_key_no_longer_signs_receipts_even_after_a_restart() {
+    use dosegate_core::fleet::receipt::{self, ReceiptPayload};
+    let f = fixture();
+    let mut state = f.open();
+    let root = f.hub.trusted_root(NOW).unwrap();
+    let jobs_keys = f.hub.role_keys(Role::Jobs, &root).unwrap();
+    let jobs_key = jobs_keys[0].public_key().key_id();
+    let gw = GatewayId::new("spoke-01").unwrap();
+    let signed = receipt::sign(
+        &ReceiptPayload {
+            v: FLEET_FORMAT_VERSION,
+            gw: gw.clone(),
+            seq: 3,
+            hash: [9; 32],
+            time: NOW * 1000,
+        },
+        &[&jobs_keys[0]],
+    )
+    .unwrap();
+    assert!(receipt::verify_in_force(&signed, state.keys_in_force(), &gw).is_ok());
+    let list = RevocationList {
+        keys: [jobs_key].into_iter().collect(),
+        ..RevocationList::default()
+    };
+    state
+        .apply(
+            FleetTopic::Revocation,
+            &f.revocation(1, NOW + 60, list),
+            NOW,
+        )
+        .unwrap();
+    assert!(state.keys_in_force().keys(Role::Jobs).is_empty());
+    let err = receipt::verify_in_force(&signed, state.keys_in_force(), &gw).unwrap_err();
+    assert!(err.to_string().contains("key"), "{err}");
+    // The owned copy the fleet link holds, and a gateway started again, agree.
+    let trust = state.trust_in_force();
+    assert!(receipt::verify_in_force(&signed, trust.keys(), &gw).is_err());
+    let reopened = f.open();
+    assert!(receipt::verify_in_force(&signed, reopened.keys_in_force(), &gw).is_err());
+    // The pinned root alone would still have taken it.
+    assert!(receipt::verify(&signed, &root, &gw).is_ok());
+}
