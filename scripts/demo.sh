@@ -23,11 +23,13 @@ rx=provisioning/examples/prescription-demo.toml
 timeout_s=${DEMO_TIMEOUT_S:-180}
 # DEMO_KILL_MID_JOB=1: SIGKILL the gateway while it prints and restart it (the crash test uses it).
 # DEMO_ABORT_MID_JOB=1: the hub aborts the job while it prints.
-# DEMO_REVOKE=1: at the end, the hub revokes a job id and the gateway refuses that job; then the
-# revocation list expires and the gateway refuses new jobs until a current one arrives.
+# DEMO_FLEET=1: the hub's signed fleet metadata at work. Before the job, the hub publishes version 2
+# of the policy; the gateway applies and measures it, and the job is signed against it. At the end,
+# the hub revokes a job id and the gateway refuses that job; then the revocation list expires and
+# the gateway refuses new jobs until a current one arrives.
 kill_mid_job=${DEMO_KILL_MID_JOB:-}
 abort_mid_job=${DEMO_ABORT_MID_JOB:-}
-revoke=${DEMO_REVOKE:-}
+fleet_updates=${DEMO_FLEET:-}
 move_ms=0
 [ -z "$kill_mid_job$abort_mid_job" ] || move_ms=5
 
@@ -186,6 +188,21 @@ start_gateway() {
 start_gateway
 wait_for 30 "the gateway's birth message at the hub" grep -q '"birth"' "$demo/hub-events.jsonl"
 
+# metadata_applied_after N: the gateway has logged more than N applied fleet metadata messages.
+metadata_applied_after() { [ "$(grep -c '"fleet metadata applied"' "$demo/gateway.log")" -gt "$1" ]; }
+if [ -n "$fleet_updates" ]; then
+    say "hub: publish version 2 of the policy (signed by the policies role); jobs are signed against it"
+    sed 's/^version = 1$/version = 2/' "$policy" >"$demo/policy-v2.toml"
+    policy=$demo/policy-v2.toml
+    # The prescription names the policy version it was written for.
+    sed '/^\[policy\]/,/^\[/ s/^version = 1$/version = 2/' "$rx" >"$demo/prescription-v2.toml"
+    rx=$demo/prescription-v2.toml
+    before=$(grep -c '"fleet metadata applied"' "$demo/gateway.log" || true)
+    "$bin/dosegate-hub" fleet publish-policy --hub "$demo/hub" --broker "localhost:$broker_port" \
+        --policy "$policy"
+    wait_for 30 "the policy at the gateway" metadata_applied_after "$before"
+fi
+
 say "hub: sign a job for $gw from the printlet's G-code and the prescription"
 "$bin/dosegate-hub" sign-job --hub "$demo/hub" --gcode "$gcode" --prescription "$rx" \
     --policy "$policy" --gateway-id "$gw" --out "$demo/job.cose" --compress | tee "$demo/signed.txt"
@@ -245,7 +262,7 @@ wait_for 60 "both refusals" bash -c "[ \$(grep -c '\"job done\"' '$demo/gateway.
 last_seq=$(job_done | python3 -c 'import json,sys; print(json.load(sys.stdin)["fields"]["seq"])')
 wait_for 60 "the hub's receipt for ledger record $last_seq" receipted "$last_seq"
 
-if [ -n "$revoke" ]; then
+if [ -n "$fleet_updates" ]; then
     applied() { grep -c '"fleet metadata applied"' "$demo/gateway.log" || true; }
     done_jobs() { grep -c '"job done"' "$demo/gateway.log" || true; }
     sign_and_publish() {   # sign_and_publish OUT [--job-id ID]
@@ -259,7 +276,7 @@ if [ -n "$revoke" ]; then
     before=$(applied)
     "$bin/dosegate-hub" fleet revoke --hub "$demo/hub" --broker "localhost:$broker_port" \
         --job "$gw-revoked-1" --lifetime 6s
-    wait_for 30 "the revocation list at the gateway" bash -c "[ \$(grep -c '\"fleet metadata applied\"' '$demo/gateway.log') -gt $before ]"
+    wait_for 30 "the revocation list at the gateway" metadata_applied_after "$before"
     expires_at=$((SECONDS + 6))
     n=$(done_jobs)
     sign_and_publish "$demo/revoked.cose" --job-id "$gw-revoked-1"

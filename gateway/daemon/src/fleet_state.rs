@@ -612,6 +612,11 @@ impl FleetState {
         self.policies.values().map(|h| &h.proof)
     }
 
+    /// The model bundles in force.
+    pub fn models(&self) -> impl Iterator<Item = &VerifiedModelBundle> {
+        self.models.values().map(|h| &h.proof)
+    }
+
     /// The model bundle in force for `id`.
     pub fn model(&self, id: &str) -> Option<&VerifiedModelBundle> {
         self.models.get(id).map(|h| &h.proof)

@@ -212,13 +212,30 @@ fn a_hub_abort_stops_the_print_and_is_recorded() {
 }
 
 #[test]
-fn a_revoked_job_is_refused_and_an_expired_revocation_list_stops_new_jobs() {
-    if !ready("job_cycle_revoke") {
+fn hub_metadata_a_policy_is_applied_measured_and_used_and_revocations_are_enforced() {
+    use sha2::{Digest as _, Sha256};
+    if !ready("job_cycle_fleet") {
         return;
     }
-    let c = run_demo(Some("DEMO_REVOKE"));
+    let c = run_demo(Some("DEMO_FLEET"));
     assert_eq!(c.reports.len(), 5, "{:?}", c.reports);
-    assert_eq!(c.reports[0]["stage"], "released", "{}", c.reports[0]);
+    // The job was signed against version 2 of the policy, which only the hub's bundle brought.
+    let released = &c.reports[0];
+    assert_eq!(released["stage"], "released", "{released}");
+    let demo = c.dir.path().join("demo");
+    let v2 = std::fs::read(demo.join("policy-v2.toml")).unwrap();
+    let v2_sha = hex::encode(Sha256::digest(&v2));
+    let attest: Value =
+        serde_json::from_slice(&std::fs::read(demo.join("attest.json")).unwrap()).unwrap();
+    assert_eq!(attest["verdict"], "trusted", "{attest}");
+    assert!(
+        attest["measurements"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["what"] == "policy" && m["sha256"] == v2_sha.as_str()),
+        "the applied policy bundle is measured and quoted: {attest}"
+    );
     let revoked = &c.reports[3];
     assert_eq!(revoked["stage"], "rejected", "{revoked}");
     assert_eq!(revoked["codes"][0], "revoked", "{revoked}");

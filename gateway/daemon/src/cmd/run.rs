@@ -346,8 +346,9 @@ async fn serve(config: &Config, config_bytes: &[u8]) -> Result<(), RunError> {
     let tpm = Arc::new(Tpm::open(&tpm_config(config)).map_err(|e| RunError::Tpm(e.into()))?);
     let keys: &Tpm = &tpm;
     let state = &config.paths.state_dir;
-    let log = measure_digests(keys, &state.join("pcr-log.cbor"), &held.measured)
-        .map_err(|e| RunError::Tpm(e.into()))?;
+    let pcr_log = state.join("pcr-log.cbor");
+    let log =
+        measure_digests(keys, &pcr_log, &held.measured).map_err(|e| RunError::Tpm(e.into()))?;
     info!(
         measurements = log.0.len(),
         "software state measured into the TPM"
@@ -407,8 +408,18 @@ async fn serve(config: &Config, config_bytes: &[u8]) -> Result<(), RunError> {
     )
     .map_err(|e| RunError::Ledger(e.into()))?;
     drop(records);
+    // Policies and models the hub sent earlier are used, and measured, like the files.
+    let mut bundles = Vec::new();
     for p in fleet_state.policies() {
         runner.hold_policy(p.id(), p.toml().as_bytes());
+        bundles.push((Component::Policy, *p.sha256()));
+    }
+    for m in fleet_state.models() {
+        runner.hold_model(m.id(), m.bytes());
+        bundles.push((Component::Model, *m.sha256()));
+    }
+    if !bundles.is_empty() {
+        measure_digests(keys, &pcr_log, &bundles).map_err(|e| RunError::Tpm(e.into()))?;
     }
     for r in runner.take_closed_at_start() {
         log_report(&r);
@@ -569,8 +580,13 @@ async fn serve(config: &Config, config_bytes: &[u8]) -> Result<(), RunError> {
                 Err(e) => warn!(error = %e, "cannot answer the attestation challenge"),
             },
             Wake::Metadata(topic, bytes) => {
-                apply_metadata(&mut fleet_state, &mut runner, topic, &bytes)
+                let brought = apply_metadata(&mut fleet_state, &mut runner, topic, &bytes)
                     .map_err(|e| RunError::Ledger(e.into()))?;
+                // A policy or model from the hub is measured before any job can use it.
+                if !brought.is_empty() {
+                    measure_digests(keys, &pcr_log, &brought)
+                        .map_err(|e| RunError::Tpm(e.into()))?;
+                }
                 trust_tx.send_replace(fleet_state.trust_in_force());
             }
             Wake::Job(bytes) => {
@@ -672,19 +688,21 @@ fn log_report(r: &lifecycle::JobReport) {
 const LEDGER_CHANNEL: usize = 8192;
 
 /// Verifies and applies one retained fleet message; what it changes is recorded as a
-/// `trust-updated` ledger event, and a policy or model it brings is used from then on. A refusal
-/// (rollback, wrong role, bad signature) is logged with its code and changes nothing.
+/// `trust-updated` ledger event, and a policy or model it brings is used from then on (and
+/// returned, for the caller to measure). A refusal (rollback, wrong role, bad signature) is logged
+/// with its code and changes nothing.
 fn apply_metadata(
     state: &mut FleetState,
     runner: &mut JobRunner<'_>,
     topic: dosegate_core::fleet::FleetTopic,
     bytes: &[u8],
-) -> Result<(), lifecycle::RunnerError> {
+) -> Result<Vec<(Component, [u8; 32])>, lifecycle::RunnerError> {
     #[derive(serde::Serialize)]
     struct Body {
         topic: String,
         applied: String,
     }
+    let mut brought = Vec::new();
     match state.apply(topic, bytes, now_ms() / 1000) {
         Ok(FleetApplied::Unchanged { .. }) => {}
         Ok(applied) => {
@@ -692,11 +710,13 @@ fn apply_metadata(
                 && let Some(p) = state.policy(id, *version)
             {
                 runner.hold_policy(id, p.toml().as_bytes());
+                brought.push((Component::Policy, *p.sha256()));
             }
             if let FleetApplied::Model { id, .. } = &applied
                 && let Some(m) = state.model(id)
             {
                 runner.hold_model(id, m.bytes());
+                brought.push((Component::Model, *m.sha256()));
             }
             info!(topic = ?topic, applied = ?applied, "fleet metadata applied");
             runner.record_gateway_event(
@@ -710,7 +730,7 @@ fn apply_metadata(
         }
         Err(e) => warn!(code = e.code(), error = %e, "fleet metadata refused"),
     }
-    Ok(())
+    Ok(brought)
 }
 
 /// Keeps `<state_dir>/status.json` current for `dosegate health` (at least every
