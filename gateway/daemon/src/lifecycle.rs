@@ -110,17 +110,7 @@ pub struct JobReport {
 impl JobReport {
     /// The final stage as the ledger names it (`released`, `rejected`…).
     pub fn stage_name(&self) -> &'static str {
-        match self.stage {
-            JobStage::Received => "received",
-            JobStage::Verified => "verified",
-            JobStage::Printing => "printing",
-            JobStage::Printed => "printed",
-            JobStage::Measured => "measured",
-            JobStage::Released => "released",
-            JobStage::Rejected => "rejected",
-            JobStage::Quarantined => "quarantined",
-            JobStage::Aborted => "aborted",
-        }
+        self.stage.as_str()
     }
 }
 
@@ -187,6 +177,12 @@ struct VerifiedBody<'a> {
     units: u32,
     dose_mg: f64,
     estimated_dose_mg: f64,
+    commands: usize,
+}
+
+/// The `printing` event: streaming begins.
+#[derive(Serialize)]
+struct PrintingBody {
     commands: usize,
 }
 
@@ -525,7 +521,9 @@ impl<'k> JobRunner<'k> {
         self.record(
             &key,
             EventKind::Printing,
-            &serde_json_body(&[("commands", verified.program().commands().len() as f64)]),
+            &PrintingBody {
+                commands: verified.program().commands().len(),
+            },
             clock(),
         )?;
         info!(job = key, "printing");
@@ -675,11 +673,6 @@ impl<'k> JobRunner<'k> {
         )?;
         ValidatedModel::from_bytes(&bytes).map_err(|e| format!("model {}: {e}", path.display()))
     }
-}
-
-/// A small map body `{name: number}` (keys sorted by [`encode_body`]).
-fn serde_json_body(fields: &[(&str, f64)]) -> std::collections::BTreeMap<String, f64> {
-    fields.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect()
 }
 
 fn reason_body(r: &Reason) -> ReasonBody {
