@@ -131,7 +131,19 @@ pub fn measure_digests(
     components: &[(Component, [u8; 32])],
 ) -> Result<EventLog, MeasureError> {
     let stored = crate::store::load_event_log(log_path)?;
-    let mut log = tpm.adopt_log(stored)?;
+    tpm.adopt_log(stored)?;
+    measure_more(tpm, log_path, components)
+}
+
+/// Measures more components after [`measure_digests`] adopted the log (a policy or model that
+/// arrives while the gateway runs): appends each to the log the TPM holds, writes it durably, and
+/// only then extends the PCR. Returns the log now in force.
+pub fn measure_more(
+    tpm: &Tpm,
+    log_path: &Path,
+    components: &[(Component, [u8; 32])],
+) -> Result<EventLog, MeasureError> {
+    let mut log = tpm.log();
     for (what, digest) in components {
         let m = dosegate_core::attest::Measurement {
             pcr: GatewayKeys::app_pcr(tpm),

@@ -14,8 +14,9 @@
 //!
 //! What it runs ([`run`]): ledger entries come in on a channel and go into the core's [`Outbox`];
 //! whatever the outbox says to publish goes out on `up/evt`; receipts on `down/ack` are verified
-//! against the trust root and revocation list in force (a watch the lifecycle updates) and fed back; `resend-from` and `rebirth` are handled here; jobs,
-//! attestation nonces, aborts and fleet metadata are passed on as [`Inbound`] to the job lifecycle;
+//! against the trust root and revocation list in force (a watch the lifecycle updates) and fed
+//! back; `resend-from` and `rebirth` are handled here; jobs, attestation nonces, aborts and fleet
+//! metadata are passed on as [`Inbound`] to the job lifecycle;
 //! what the lifecycle has to say back (attestation answers) comes in as [`Outbound`] and is
 //! published on the matching `up/` topic.
 //! The delivery decisions all live in `dosegate_core::fleet`; this loop only moves bytes.

@@ -24,6 +24,7 @@ use anyhow::Context as _;
 use dosegate_core::attest::Component;
 use dosegate_core::config::{Config, ConfigError, MAX_CONFIG_BYTES};
 use dosegate_core::envelope::Signer;
+use dosegate_core::fleet::metadata::{VerifiedModelBundle, VerifiedPolicyBundle};
 use dosegate_core::fleet::{GatewayId, Measurement, OutboxConfig, SoftwareVersion};
 use dosegate_core::job::JobLimits;
 use dosegate_core::trust::TrustedRoot;
@@ -32,7 +33,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{info, warn};
 
 use crate::fleet_state::{Applied as FleetApplied, FleetState, Revocable};
-use crate::ledger::{Ledger, LedgerOptions, measure_digests};
+use crate::ledger::{Ledger, LedgerOptions, measure_digests, measure_more};
 use crate::lifecycle::{self, JobRunner};
 use crate::mqtt::{self, Inbound, LedgerEntry, LinkConfig, LinkStatus, Outbound};
 use crate::notify::{self, NotifyError, State};
@@ -411,16 +412,12 @@ async fn serve(config: &Config, config_bytes: &[u8]) -> Result<(), RunError> {
     // Policies and models the hub sent earlier are used, and measured, like the files.
     let mut bundles = Vec::new();
     for p in fleet_state.policies() {
-        runner.hold_policy(p.id(), p.toml().as_bytes());
-        bundles.push((Component::Policy, *p.sha256()));
+        bundles.push(hold_policy(&mut runner, p));
     }
     for m in fleet_state.models() {
-        runner.hold_model(m.id(), m.bytes());
-        bundles.push((Component::Model, *m.sha256()));
+        bundles.push(hold_model(&mut runner, m));
     }
-    if !bundles.is_empty() {
-        measure_digests(keys, &pcr_log, &bundles).map_err(|e| RunError::Tpm(e.into()))?;
-    }
+    measure_more(keys, &pcr_log, &bundles).map_err(|e| RunError::Tpm(e.into()))?;
     for r in runner.take_closed_at_start() {
         log_report(&r);
     }
@@ -583,10 +580,7 @@ async fn serve(config: &Config, config_bytes: &[u8]) -> Result<(), RunError> {
                 let brought = apply_metadata(&mut fleet_state, &mut runner, topic, &bytes)
                     .map_err(|e| RunError::Ledger(e.into()))?;
                 // A policy or model from the hub is measured before any job can use it.
-                if !brought.is_empty() {
-                    measure_digests(keys, &pcr_log, &brought)
-                        .map_err(|e| RunError::Tpm(e.into()))?;
-                }
+                measure_more(keys, &pcr_log, &brought).map_err(|e| RunError::Tpm(e.into()))?;
                 trust_tx.send_replace(fleet_state.trust_in_force());
             }
             Wake::Job(bytes) => {
@@ -709,14 +703,12 @@ fn apply_metadata(
             if let FleetApplied::Policy { id, version, .. } = &applied
                 && let Some(p) = state.policy(id, *version)
             {
-                runner.hold_policy(id, p.toml().as_bytes());
-                brought.push((Component::Policy, *p.sha256()));
+                brought.push(hold_policy(runner, p));
             }
             if let FleetApplied::Model { id, .. } = &applied
                 && let Some(m) = state.model(id)
             {
-                runner.hold_model(id, m.bytes());
-                brought.push((Component::Model, *m.sha256()));
+                brought.push(hold_model(runner, m));
             }
             info!(topic = ?topic, applied = ?applied, "fleet metadata applied");
             runner.record_gateway_event(
@@ -731,6 +723,19 @@ fn apply_metadata(
         Err(e) => warn!(code = e.code(), error = %e, "fleet metadata refused"),
     }
     Ok(brought)
+}
+
+/// Hands a policy bundle from the hub to the runner; returns what must be measured before a job
+/// uses it.
+fn hold_policy(runner: &mut JobRunner<'_>, p: &VerifiedPolicyBundle) -> (Component, [u8; 32]) {
+    runner.hold_policy(p.id(), p.toml().as_bytes());
+    (Component::Policy, *p.sha256())
+}
+
+/// [`hold_policy`] for a model bundle.
+fn hold_model(runner: &mut JobRunner<'_>, m: &VerifiedModelBundle) -> (Component, [u8; 32]) {
+    runner.hold_model(m.id(), m.bytes());
+    (Component::Model, *m.sha256())
 }
 
 /// Keeps `<state_dir>/status.json` current for `dosegate health` (at least every
