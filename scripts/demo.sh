@@ -188,8 +188,9 @@ start_gateway() {
 start_gateway
 wait_for 30 "the gateway's birth message at the hub" grep -q '"birth"' "$demo/hub-events.jsonl"
 
-# metadata_applied_after N: the gateway has logged more than N applied fleet metadata messages.
-metadata_applied_after() { [ "$(grep -c '"fleet metadata applied"' "$demo/gateway.log")" -gt "$1" ]; }
+# logged MESSAGE: how many times the gateway has logged MESSAGE; logged_more MESSAGE N: more than N.
+logged() { grep -c "\"$1\"" "$demo/gateway.log" || true; }
+logged_more() { [ "$(logged "$1")" -gt "$2" ]; }
 if [ -n "$fleet_updates" ]; then
     say "hub: publish version 2 of the policy (signed by the policies role); jobs are signed against it"
     sed 's/^version = 1$/version = 2/' "$policy" >"$demo/policy-v2.toml"
@@ -197,10 +198,10 @@ if [ -n "$fleet_updates" ]; then
     # The prescription names the policy version it was written for.
     sed '/^\[policy\]/,/^\[/ s/^version = 1$/version = 2/' "$rx" >"$demo/prescription-v2.toml"
     rx=$demo/prescription-v2.toml
-    before=$(grep -c '"fleet metadata applied"' "$demo/gateway.log" || true)
+    before=$(logged "fleet metadata applied")
     "$bin/dosegate-hub" fleet publish-policy --hub "$demo/hub" --broker "localhost:$broker_port" \
         --policy "$policy"
-    wait_for 30 "the policy at the gateway" metadata_applied_after "$before"
+    wait_for 30 "the policy at the gateway" logged_more "fleet metadata applied" "$before"
 fi
 
 say "hub: sign a job for $gw from the printlet's G-code and the prescription"
@@ -230,8 +231,7 @@ fi
 
 say "gateway: verify → print → measure → release (waiting up to ${timeout_s}s)"
 job_done() { grep '"job done"' "$demo/gateway.log" | tail -n1; }
-wait_for "$timeout_s" "the job's final event" bash -c "grep -q '\"job done\"' '$demo/gateway.log'"
-final_seq=$(job_done | python3 -c 'import json,sys; print(json.load(sys.stdin)["fields"]["seq"])')
+wait_for "$timeout_s" "the job's final event" logged_more "job done" 0
 receipted() {
     python3 - "$demo/hub-events.jsonl" "$1" <<'PY'
 import json, sys
@@ -240,7 +240,13 @@ seqs = [e["seq"] for e in map(json.loads, open(sys.argv[1])) if e.get("kind") ==
 sys.exit(0 if any(s >= want for s in seqs) else 1)
 PY
 }
-wait_for 60 "the hub's receipt for ledger record $final_seq" receipted "$final_seq"
+# last_job_receipted: waits for the hub's receipt of the last finished job's final record.
+last_job_receipted() {
+    local seq
+    seq=$(job_done | python3 -c 'import json,sys; print(json.load(sys.stdin)["fields"]["seq"])')
+    wait_for 60 "the hub's receipt for ledger record $seq" receipted "$seq"
+}
+last_job_receipted
 
 say "hub: attestation challenge (TPM quote over the measured software state)"
 "$bin/dosegate-hub" fleet attest --hub "$demo/hub" --broker "localhost:$broker_port" \
@@ -258,13 +264,10 @@ open(sys.argv[2], "wb").write(data)
 PY
 "$bin/dosegate-hub" fleet publish-job --hub "$demo/hub" --broker "localhost:$broker_port" \
     --gateway-id "$gw" --job "$demo/tampered.cose" >/dev/null
-wait_for 60 "both refusals" bash -c "[ \$(grep -c '\"job done\"' '$demo/gateway.log') -ge 3 ]"
-last_seq=$(job_done | python3 -c 'import json,sys; print(json.load(sys.stdin)["fields"]["seq"])')
-wait_for 60 "the hub's receipt for ledger record $last_seq" receipted "$last_seq"
+wait_for 60 "both refusals" logged_more "job done" 2
+last_job_receipted
 
 if [ -n "$fleet_updates" ]; then
-    applied() { grep -c '"fleet metadata applied"' "$demo/gateway.log" || true; }
-    done_jobs() { grep -c '"job done"' "$demo/gateway.log" || true; }
     sign_and_publish() {   # sign_and_publish OUT [--job-id ID]
         local out=$1; shift
         "$bin/dosegate-hub" sign-job --hub "$demo/hub" --gcode "$gcode" --prescription "$rx" \
@@ -273,21 +276,20 @@ if [ -n "$fleet_updates" ]; then
             --gateway-id "$gw" --job "$out" >/dev/null
     }
     say "hub: revoke job $gw-revoked-1 (a list valid for 6 s), then publish that job"
-    before=$(applied)
+    before=$(logged "fleet metadata applied")
     "$bin/dosegate-hub" fleet revoke --hub "$demo/hub" --broker "localhost:$broker_port" \
         --job "$gw-revoked-1" --lifetime 6s
-    wait_for 30 "the revocation list at the gateway" metadata_applied_after "$before"
+    wait_for 30 "the revocation list at the gateway" logged_more "fleet metadata applied" "$before"
     expires_at=$((SECONDS + 6))
-    n=$(done_jobs)
+    n=$(logged "job done")
     sign_and_publish "$demo/revoked.cose" --job-id "$gw-revoked-1"
-    wait_for 60 "the revoked job's refusal" bash -c "[ \$(grep -c '\"job done\"' '$demo/gateway.log') -gt $n ]"
+    wait_for 60 "the revoked job's refusal" logged_more "job done" "$n"
     say "the revocation list expires; a new job is refused until a current list arrives"
     while [ $SECONDS -le $expires_at ]; do sleep 0.5; done
-    n=$(done_jobs)
+    n=$(logged "job done")
     sign_and_publish "$demo/after-expiry.cose"
-    wait_for 60 "the refusal under an expired list" bash -c "[ \$(grep -c '\"job done\"' '$demo/gateway.log') -gt $n ]"
-    last_seq=$(job_done | python3 -c 'import json,sys; print(json.load(sys.stdin)["fields"]["seq"])')
-    wait_for 60 "the hub's receipt for ledger record $last_seq" receipted "$last_seq"
+    wait_for 60 "the refusal under an expired list" logged_more "job done" "$n"
+    last_job_receipted
 fi
 
 say "stopping the gateway (SIGTERM) and the hub"
